@@ -1,0 +1,5 @@
+import sys
+
+from bratseg.cli import main
+
+sys.exit(main())

@@ -1,0 +1,152 @@
+"""The ``bratseg`` command: one sub-command per stage.
+
+    bratseg cache DATA_DIR --out CACHE_DIR
+    bratseg train --cache CACHE_DIR --out RUN_DIR [--config FILE] [--epochs N] [--resume]
+    bratseg export RUN_DIR --out MODEL_DIR
+    bratseg predict CASE_OR_DATA_DIR --output OUT [--model MODEL_DIR]
+    bratseg evaluate --pred PRED --ref REF --out REPORT_DIR
+    bratseg serve [--host H] [--port P] [--model MODEL_DIR]
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from bratseg.errors import BratsegError
+
+
+def _cmd_cache(args: argparse.Namespace) -> None:
+    from bratseg.preprocessing.cache import build_cache
+    from bratseg.preprocessing.config import PreprocessingConfig
+
+    config = PreprocessingConfig.from_json(args.config) if args.config else PreprocessingConfig()
+    if args.resize:
+        config.resize = (args.resize, args.resize)
+    out = build_cache(args.data_dir, args.out, config, workers=args.workers, val_fraction=args.val_fraction, seed=args.seed)
+    print(f"cache written to {out}")
+
+
+def _cmd_train(args: argparse.Namespace) -> None:
+    from bratseg.training.config import TrainConfig
+    from bratseg.training.trainer import train
+
+    config = TrainConfig.from_json(
+        args.config,
+        epochs=args.epochs,
+        encoder=args.encoder,
+        batch_size=args.batch_size,
+        lr=args.lr,
+        target=args.target,
+        num_workers=args.num_workers,
+        threads=args.threads,
+        seed=args.seed,
+        max_train_batches=args.max_train_batches,
+    )
+    run = train(args.cache, args.out, config, resume=args.resume)
+    print(f"run written to {run}; model folder {run / 'model'}")
+
+
+def _cmd_export(args: argparse.Namespace) -> None:
+    from bratseg.export import export_run
+
+    print(f"model written to {export_run(args.run_dir, args.out)}")
+
+
+def _cmd_predict(args: argparse.Namespace) -> None:
+    from bratseg.inference.cli_predict import run_predict
+
+    run_predict(args)
+
+
+def _cmd_evaluate(args: argparse.Namespace) -> None:
+    from bratseg.evaluation.report import run_evaluate
+
+    run_evaluate(args)
+
+
+def _cmd_serve(args: argparse.Namespace) -> None:
+    from bratseg.serving.flask_app import serve
+
+    serve(args)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="bratseg", description=__doc__.split("\n\n")[0])
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("cache", help="build the NumPy slice cache of a folder of labelled cases")
+    p.add_argument("data_dir", type=Path)
+    p.add_argument("--out", type=Path, required=True)
+    p.add_argument("--config", type=Path, help="preprocessing JSON (default: built-in)")
+    p.add_argument("--resize", type=int, help="resize slices to N x N after cropping")
+    p.add_argument("--workers", type=int, default=2)
+    p.add_argument("--val-fraction", type=float, default=0.2)
+    p.add_argument("--seed", type=int, default=0)
+    p.set_defaults(func=_cmd_cache)
+
+    p = sub.add_parser("train", help="train a U-Net on a slice cache (torchrun for several processes)")
+    p.add_argument("--cache", type=Path, required=True)
+    p.add_argument("--out", type=Path, required=True)
+    p.add_argument("--config", type=Path, help="training JSON, e.g. training/brats18_cpu.json")
+    p.add_argument("--epochs", type=int)
+    p.add_argument("--encoder")
+    p.add_argument("--batch-size", type=int)
+    p.add_argument("--lr", type=float)
+    p.add_argument("--target", choices=["regions", "classes"])
+    p.add_argument("--num-workers", type=int)
+    p.add_argument("--threads", type=int)
+    p.add_argument("--seed", type=int)
+    p.add_argument("--max-train-batches", type=int, help="cap batches per epoch (smoke runs)")
+    p.add_argument("--resume", action="store_true", help="continue from RUN_DIR/last.pt")
+    p.set_defaults(func=_cmd_train)
+
+    p = sub.add_parser("export", help="write a run's best weights as a model folder")
+    p.add_argument("run_dir", type=Path)
+    p.add_argument("--out", type=Path, required=True)
+    p.set_defaults(func=_cmd_export)
+
+    p = sub.add_parser("predict", help="segment a case, explicit files, or a folder of cases")
+    p.add_argument("case", type=Path, nargs="?", help="case folder or folder of case folders")
+    p.add_argument("--output", type=Path, required=True, help="OUT.nii.gz for one case, a folder for many")
+    p.add_argument("--model", type=Path, help="model folder (default: the shipped model)")
+    for m in ("flair", "t1ce", "t1", "t2"):
+        p.add_argument(f"--{m}", type=Path, help=f"{m.upper()} file (instead of CASE)")
+    p.add_argument("--tta", action="store_true", help="average over in-plane flips")
+    p.add_argument("--precision", choices=["auto", "bf16", "fp32"], default="auto")
+    p.set_defaults(func=_cmd_predict)
+
+    p = sub.add_parser("evaluate", help="BraTS metrics of predictions against references")
+    p.add_argument("--pred", type=Path, required=True, help="label map or folder of label maps")
+    p.add_argument("--ref", type=Path, required=True, help="label map or folder (cases or files)")
+    p.add_argument("--out", type=Path, required=True)
+    p.add_argument("--ref-scheme", choices=["auto", "brats2020", "brats2023"], default="auto")
+    p.set_defaults(func=_cmd_evaluate)
+
+    p = sub.add_parser("serve", help="serve the Flask app with waitress")
+    p.add_argument("--host", default="127.0.0.1")
+    p.add_argument("--port", type=int, default=5000)
+    p.add_argument("--model", type=Path)
+    p.add_argument("--data-root", type=Path, help="server-side paths are allowed beneath this folder only")
+    p.add_argument("--max-upload-mb", type=int, default=200)
+    p.add_argument("--threads", type=int, default=4)
+    p.set_defaults(func=_cmd_serve)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        args.func(args)
+    except BratsegError as exc:
+        print(f"bratseg {args.command}: error: {exc}", file=sys.stderr)
+        return 2
+    except FileExistsError as exc:
+        print(f"bratseg {args.command}: error: {exc}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,163 @@
+"""Read and validate NIfTI volumes and whole cases.
+
+Every failure is an :class:`~bratseg.errors.InvalidCaseError` naming the file and the problem:
+unreadable or truncated file, not 3-D, non-finite voxels, modalities of different shapes or
+affines, empty brain, label values outside the scheme.
+"""
+
+from __future__ import annotations
+
+import gzip
+import os
+import tempfile
+import zlib
+from dataclasses import dataclass
+from pathlib import Path
+
+import nibabel as nib
+import numpy as np
+
+from bratseg.data.labels import to_brats2020, to_internal
+from bratseg.data.layout import MODALITIES, Case
+from bratseg.errors import InvalidCaseError
+
+_AFFINE_TOLERANCE = 1e-3  # mm; BraTS files of one case share the affine to float precision
+
+
+@dataclass
+class Volume:
+    data: np.ndarray
+    affine: np.ndarray
+    header: nib.Nifti1Header
+    path: Path
+
+
+def load_volume(path: str | Path, dtype: type = np.float32) -> Volume:
+    """Load one NIfTI file as a 3-D array, squeezing a singleton 4th axis.
+
+    Raises :class:`InvalidCaseError` for a missing, unreadable, truncated, non-3-D or
+    non-finite file.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise InvalidCaseError(path, "file not found")
+    try:
+        img = nib.load(str(path))
+        data = np.asanyarray(img.dataobj)
+    except (nib.filebasedimages.ImageFileError, EOFError, zlib.error, gzip.BadGzipFile) as exc:
+        raise InvalidCaseError(path, f"not a readable NIfTI file ({exc})") from None
+    except (OSError, ValueError) as exc:
+        raise InvalidCaseError(path, f"unreadable or truncated NIfTI file ({exc})") from None
+    if data.ndim == 4 and data.shape[3] == 1:
+        data = data[..., 0]
+    if data.ndim != 3:
+        raise InvalidCaseError(path, f"expected a 3-D volume, got shape {tuple(data.shape)}")
+    data = data.astype(dtype, copy=False)
+    if np.issubdtype(data.dtype, np.floating) and not np.isfinite(data).all():
+        count = int((~np.isfinite(data)).sum())
+        raise InvalidCaseError(path, f"{count} voxels are NaN or infinite")
+    header = img.header.copy()
+    return Volume(data, img.affine.copy(), header, path)
+
+
+@dataclass
+class CaseVolumes:
+    """A validated case in memory: modality arrays of one shape and affine, and the label
+    map in internal 0..3 labels when the case has one."""
+
+    case_id: str
+    images: dict[str, np.ndarray]
+    affine: np.ndarray
+    header: nib.Nifti1Header
+    label: np.ndarray | None = None
+
+    @property
+    def shape(self) -> tuple[int, int, int]:
+        return next(iter(self.images.values())).shape
+
+    @property
+    def spacing(self) -> tuple[float, float, float]:
+        return tuple(float(z) for z in self.header.get_zooms()[:3])
+
+
+def load_case(case: Case, with_label: bool = True) -> CaseVolumes:
+    """Load and validate every file of ``case``.
+
+    Example:
+        >>> import tempfile, pathlib
+        >>> from bratseg.synthetic import write_synthetic_case
+        >>> case = write_synthetic_case(pathlib.Path(tempfile.mkdtemp()) / "S", shape=(48, 48, 32))
+        >>> vols = load_case(case)
+        >>> sorted(vols.images), vols.shape, sorted(set(vols.label.ravel().tolist()))
+        (['flair', 't1', 't1ce', 't2'], (48, 48, 32), [0, 1, 2, 3])
+    """
+    case.check_required()
+    images: dict[str, np.ndarray] = {}
+    ref: Volume | None = None
+    for modality in MODALITIES:
+        if modality not in case.images:
+            continue
+        vol = load_volume(case.images[modality])
+        if ref is None:
+            ref = vol
+        else:
+            _check_same_grid(ref, vol)
+        if not np.any(vol.data):
+            raise InvalidCaseError(vol.path, "the image is empty (every voxel is 0): no brain")
+        images[modality] = vol.data
+    assert ref is not None
+    label = None
+    if with_label and case.label is not None:
+        seg = load_volume(case.label, dtype=np.float32)
+        _check_same_grid(ref, seg)
+        try:
+            label = to_internal(seg.data, case.label_scheme)
+        except ValueError as exc:
+            raise InvalidCaseError(seg.path, str(exc)) from None
+    return CaseVolumes(case.case_id, images, ref.affine, ref.header, label)
+
+
+def _check_same_grid(ref: Volume, other: Volume) -> None:
+    if ref.data.shape != other.data.shape:
+        raise InvalidCaseError(
+            other.path,
+            f"shape {other.data.shape} differs from {ref.path.name}'s {ref.data.shape}",
+        )
+    if not np.allclose(ref.affine, other.affine, atol=_AFFINE_TOLERANCE):
+        raise InvalidCaseError(
+            other.path, f"affine differs from {ref.path.name}'s: the images are not co-registered"
+        )
+
+
+def atomic_write_bytes(path: Path, write) -> None:
+    """Call ``write(tmp_path)`` then move the file into place, so a crash never leaves half
+    a file at ``path``."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    os.close(fd)
+    try:
+        write(Path(tmp))
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def save_labels(labels: np.ndarray, like: CaseVolumes, path: str | Path) -> Path:
+    """Write internal labels as a BraTS 2020 (0/1/2/4) label map with the input's affine and
+    header, atomically."""
+    path = Path(path)
+    header = like.header.copy()
+    header.set_data_dtype(np.uint8)
+    img = nib.Nifti1Image(to_brats2020(labels), like.affine, header)
+    img.header.set_slope_inter(1, 0)
+
+    def write(tmp: Path) -> None:
+        # nibabel picks compression from the suffix, so write under the real suffix.
+        real = tmp.with_name(tmp.name + ("".join(path.suffixes[-2:]) if path.name.endswith(".nii.gz") else ".nii"))
+        nib.save(img, str(real))
+        os.replace(real, tmp)
+
+    atomic_write_bytes(path, write)
+    return path

@@ -1,0 +1,35 @@
+"""Typed errors: every problem with user input names the file and what is wrong."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+
+class BratsegError(Exception):
+    """Base class of every error bratseg raises on purpose."""
+
+
+class InvalidCaseError(BratsegError):
+    """A case (a set of co-registered NIfTI files) cannot be used.
+
+    The message always names the offending file (or case folder) and the problem, so
+    a user can fix the input without reading a traceback.
+    """
+
+    def __init__(self, path: str | Path | None, problem: str):
+        self.path = None if path is None else Path(path)
+        self.problem = problem
+        where = f"{self.path.name}: " if self.path is not None else ""
+        super().__init__(f"{where}{problem}")
+
+
+class MissingModalityError(InvalidCaseError):
+    """A modality the model needs (FLAIR or T1ce) is absent."""
+
+
+class ModelLoadError(BratsegError):
+    """A model folder is missing a file or its files do not agree."""
+
+
+class CacheError(BratsegError):
+    """A slice cache is missing, incomplete or inconsistent."""

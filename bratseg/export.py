@@ -1,0 +1,109 @@
+"""Export a training run as a Hugging Face-style model folder.
+
+``MODEL_DIR`` holds:
+    model.safetensors, config.json   written by SMP's ``save_pretrained`` (hub mixin)
+    preprocessing.json               modalities and order, normalisation, crop/resize, regions
+    bratseg.json                     output kind (regions or classes), label scheme, metrics
+    README.md                        the model card
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import tempfile
+from pathlib import Path
+
+from safetensors.torch import load_file
+
+from bratseg.errors import ModelLoadError
+from bratseg.model.unet import build_unet
+from bratseg.preprocessing.config import PreprocessingConfig
+
+
+def export_run(run_dir: str | Path, out_dir: str | Path, model_kwargs: dict | None = None) -> Path:
+    """Write the best weights of ``run_dir`` as a model folder at ``out_dir`` (replaced
+    atomically: a half-written folder never takes the place of a good one)."""
+    run_dir, out_dir = Path(run_dir), Path(out_dir)
+    best = run_dir / "best.safetensors"
+    if not best.exists():
+        raise ModelLoadError(f"{best}: missing; the run has not finished an epoch")
+    train_config = json.loads((run_dir / "train_config.json").read_text())
+    prep = PreprocessingConfig.from_json(run_dir / "preprocessing.json")
+    target = train_config["target"]
+    if model_kwargs is None:
+        model_kwargs = dict(
+            encoder_name=train_config["encoder"],
+            in_channels=len(prep.modalities),
+            classes=3 if target == "regions" else 4,
+        )
+    model = build_unet(**model_kwargs)
+    model.load_state_dict(load_file(str(best)))
+    history = []
+    if (run_dir / "metrics.jsonl").exists():
+        history = [json.loads(x) for x in (run_dir / "metrics.jsonl").read_text().splitlines()]
+    best_record = max(history, key=lambda h: h["val_mean_dice"]) if history else {}
+
+    out_dir.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(dir=out_dir.parent, prefix=f".{out_dir.name}."))
+    try:
+        model.save_pretrained(tmp)
+        prep.to_json(tmp / "preprocessing.json")
+        meta = {
+            "target": target,
+            "regions": prep.regions,
+            "output_label_scheme": "brats2020",
+            "train_config": train_config,
+            "best_epoch": best_record.get("epoch"),
+            "validation_slice_dice": {k: best_record.get(f"dice_{k}") for k in ("WT", "TC", "ET")},
+        }
+        (tmp / "bratseg.json").write_text(json.dumps(meta, indent=2) + "\n")
+        (tmp / "README.md").write_text(_model_card(meta, prep))
+        if out_dir.exists():
+            backup = out_dir.with_name(f".{out_dir.name}.old")
+            shutil.rmtree(backup, ignore_errors=True)
+            out_dir.rename(backup)
+            tmp.rename(out_dir)
+            shutil.rmtree(backup)
+        else:
+            tmp.rename(out_dir)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return out_dir
+
+
+def _model_card(meta: dict, prep: PreprocessingConfig) -> str:
+    tc = meta["train_config"]
+    dice = meta["validation_slice_dice"]
+    dice_line = ", ".join(f"{k} {v:.3f}" for k, v in dice.items() if v is not None) or "n/a"
+    return f"""---
+library_name: segmentation-models-pytorch
+tags: [medical-imaging, brain-tumour, brats, segmentation, research-only]
+license: mit
+---
+# bratseg U-Net ({tc['encoder']} encoder)
+
+A 2-D segmentation-models-pytorch U-Net that segments brain tumours in axial slices of
+skull-stripped, co-registered BraTS-space MRI. **Research and teaching use only; not a
+medical device.**
+
+- Input channels, in order: {', '.join(prep.modalities)} (z-scored inside the brain,
+  window {prep.crop_size[0]} x {prep.crop_size[1]} centred on the brain{', resized to ' + str(prep.resize) if prep.resize else ''});
+  missing optional modalities are fed as zeros (trained with modality dropout
+  {tc['modality_dropout']}).
+- Output: {'sigmoid maps of the regions ' + ', '.join(meta['regions']) if meta['target'] == 'regions' else 'softmax over background, NCR, ED, ET'};
+  written as BraTS 2020 labels 0/1/2/4.
+- Training: {tc['epochs']} epochs at most, early stopping patience {tc['patience']}, AdamW lr
+  {tc['lr']}, batch {tc['batch_size']}, Dice + cross-entropy; best epoch {meta['best_epoch']}.
+- Validation Dice on the cached slices of the held-out cases at the best epoch: {dice_line}.
+  Whole-volume figures from `bratseg evaluate` are in the project's `model_card.md`.
+
+Load it with:
+
+```python
+import bratseg
+segmenter = bratseg.from_pretrained("path/to/this/folder")
+labels = segmenter.predict("path/to/case_folder")
+```
+"""

@@ -1,0 +1,55 @@
+"""Training configuration: a dataclass loaded from JSON, overridable from the command line."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, fields
+from pathlib import Path
+from typing import Literal
+
+
+@dataclass
+class TrainConfig:
+    """Every knob of a training run.
+
+    Args:
+        encoder: SMP encoder name (trained from scratch).
+        target: ``regions`` (sigmoid over WT, TC, ET as nnU-Net does for BraTS) or
+            ``classes`` (softmax over background, NCR, ED, ET).
+        epochs: maximum epochs; training stops earlier after ``patience`` epochs without a
+            better validation mean Dice.
+        modality_dropout: probability of zeroing T1 and T2 in a training sample, so one model
+            serves FLAIR + T1ce alone and all four modalities.
+        amp: ``auto`` uses bf16 autocast on CPUs that support it and on CUDA.
+        num_workers: data-loading worker processes; threads: torch compute threads
+            (0 = torch's default).
+    """
+
+    encoder: str = "resnet18"
+    target: Literal["regions", "classes"] = "regions"
+    epochs: int = 30
+    patience: int = 5
+    batch_size: int = 16
+    lr: float = 2e-3
+    weight_decay: float = 1e-4
+    warmup_epochs: int = 1
+    modality_dropout: float = 0.3
+    augment: bool = True
+    amp: Literal["auto", "off"] = "auto"
+    num_workers: int = 1
+    threads: int = 0
+    seed: int = 0
+    max_train_batches: int = 0  # 0 = whole epoch; a positive value caps it (smoke runs)
+
+    @classmethod
+    def from_json(cls, path: str | Path, **overrides) -> TrainConfig:
+        data = json.loads(Path(path).read_text()) if path else {}
+        known = {f.name for f in fields(cls)}
+        unknown = set(data) - known
+        if unknown:
+            raise ValueError(f"{path}: unknown training options {sorted(unknown)}")
+        data.update({k: v for k, v in overrides.items() if v is not None})
+        return cls(**data)
+
+    def to_dict(self) -> dict:
+        return asdict(self)

@@ -1,0 +1,105 @@
+"""Slices from the memory-mapped cache, with augmentation and modality dropout."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import torch
+from monai.transforms import (
+    Compose,
+    RandAffined,
+    RandFlipd,
+    RandScaleIntensityd,
+    RandShiftIntensityd,
+)
+from torch.utils.data import Dataset
+
+from bratseg.data.labels import labels_to_regions
+from bratseg.preprocessing.cache import read_manifest
+from bratseg.preprocessing.config import PreprocessingConfig
+
+
+def training_augmentation() -> Compose:
+    """Flips, small rotations and scaling, intensity scale and shift (MONAI transforms)."""
+    keys = ["image", "label"]
+    return Compose(
+        [
+            RandFlipd(keys, prob=0.5, spatial_axis=0),
+            RandFlipd(keys, prob=0.5, spatial_axis=1),
+            RandAffined(
+                keys,
+                prob=0.5,
+                rotate_range=np.deg2rad(15),
+                scale_range=0.1,
+                mode=("bilinear", "nearest"),
+                padding_mode="zeros",
+            ),
+            RandScaleIntensityd("image", factors=0.1, prob=0.5, channel_wise=True),
+            RandShiftIntensityd("image", offsets=0.1, prob=0.5, channel_wise=True),
+        ]
+    )
+
+
+class SliceDataset(Dataset):
+    """Slices of ``cases`` from a cache, as ``(image [C,H,W] float32, target)``.
+
+    ``target`` is ``[3, H, W]`` float region masks (WT, TC, ET) or ``[H, W]`` int64 labels.
+    The memory maps are opened lazily, once per worker process.
+    """
+
+    def __init__(
+        self,
+        cache_dir: str | Path,
+        cases: list[str],
+        target: str = "regions",
+        augment: bool = False,
+        modality_dropout: float = 0.0,
+    ):
+        self.cache_dir = Path(cache_dir)
+        self.config = PreprocessingConfig.from_json(self.cache_dir / "preprocessing.json")
+        wanted = set(cases)
+        rows = [r for r in read_manifest(self.cache_dir) if r["case"] in wanted]
+        self.indices = np.array([r["index"] for r in rows], dtype=np.int64)
+        self.case_of = [r["case"] for r in rows]
+        self.target = target
+        self.transform = training_augmentation() if augment else None
+        self.modality_dropout = modality_dropout
+        # Channels zeroed by modality dropout: every optional one (all but FLAIR and T1ce).
+        self.optional = [i for i, m in enumerate(self.config.modalities) if m not in ("flair", "t1ce")]
+        self.rng = np.random.default_rng(0)
+        self._images = self._labels = None
+
+    def reseed(self, seed: int) -> None:
+        """Seed every random choice of this dataset (augmentation and dropout)."""
+        self.rng = np.random.default_rng(seed)
+        if self.transform is not None:
+            self.transform.set_random_state(seed=seed % (2**32))
+
+    def __len__(self) -> int:
+        return len(self.indices)
+
+    def __getitem__(self, i: int):
+        if self._images is None:
+            self._images = np.load(self.cache_dir / "images.npy", mmap_mode="r")
+            self._labels = np.load(self.cache_dir / "labels.npy", mmap_mode="r")
+        idx = self.indices[i]
+        image = np.asarray(self._images[idx], dtype=np.float32)
+        label = np.asarray(self._labels[idx])[None]
+        if self.transform is not None:
+            out = self.transform({"image": image, "label": label})
+            image = np.asarray(out["image"], dtype=np.float32)
+            label = np.asarray(out["label"]).astype(np.uint8)
+        if self.optional and self.modality_dropout and self.rng.random() < self.modality_dropout:
+            image[self.optional] = 0
+        if self.target == "regions":
+            target = torch.from_numpy(labels_to_regions(label[0]).astype(np.float32))
+        else:
+            target = torch.from_numpy(label[0].astype(np.int64))
+        return torch.from_numpy(image), target
+
+
+def seed_worker(worker_id: int) -> None:
+    """DataLoader worker_init_fn: derive the dataset's seed from the loader's."""
+    info = torch.utils.data.get_worker_info()
+    info.dataset.reseed(info.seed % (2**32))

@@ -1,0 +1,353 @@
+"""The training loop: one process, or many under ``torchrun`` (DistributedDataParallel).
+
+Every epoch is seeded from ``(seed, epoch)`` (shuffle order, augmentation, modality dropout),
+so a run killed and resumed from its last checkpoint ends with the weights an uninterrupted
+run would have.
+
+RUN_DIR holds:
+    train_config.json, preprocessing.json   what was run
+    last.pt          checkpoint of the last finished epoch (model, optimizer, scheduler,
+                     early-stopping state, history), written atomically
+    best.safetensors weights of the best validation epoch
+    metrics.jsonl    one line per epoch: losses, per-region Dice, learning rate, time
+    learning_curve.png
+    model/           the exported model folder (see bratseg.export)
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import time
+from contextlib import nullcontext
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.distributed as dist
+from safetensors.torch import save_file
+from torch.nn.parallel import DistributedDataParallel
+from torch.utils.data import DataLoader
+from torch.utils.data.distributed import DistributedSampler
+from tqdm import tqdm
+
+from bratseg.data.io import atomic_write_bytes
+from bratseg.data.labels import labels_to_regions
+from bratseg.errors import CacheError
+from bratseg.model.unet import build_unet
+from bratseg.preprocessing.config import PreprocessingConfig
+from bratseg.training.config import TrainConfig
+from bratseg.training.dataset import SliceDataset, seed_worker
+from bratseg.training.losses import build_loss
+
+REGION_KEYS = ("WT", "TC", "ET")
+
+
+def _autocast(device: torch.device, amp: str):
+    if amp == "off":
+        return nullcontext()
+    if device.type == "cuda":
+        return torch.autocast("cuda", dtype=torch.bfloat16)
+    if torch.backends.mkldnn.is_available() and _cpu_has_bf16():
+        return torch.autocast("cpu", dtype=torch.bfloat16)
+    return nullcontext()
+
+
+def _cpu_has_bf16() -> bool:
+    try:
+        flags = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return False
+    return "avx512_bf16" in flags or "amx_bf16" in flags
+
+
+class DistributedContext:
+    """Rank, world size and device, from torchrun's environment (one process without it)."""
+
+    def __init__(self):
+        self.world_size = int(os.environ.get("WORLD_SIZE", "1"))
+        self.rank = int(os.environ.get("RANK", "0"))
+        local_rank = int(os.environ.get("LOCAL_RANK", "0"))
+        self.distributed = self.world_size > 1
+        if torch.cuda.is_available():
+            self.device = torch.device("cuda", local_rank)
+            torch.cuda.set_device(self.device)
+        else:
+            self.device = torch.device("cpu")
+        if self.distributed and not dist.is_initialized():
+            dist.init_process_group("nccl" if self.device.type == "cuda" else "gloo")
+
+    @property
+    def is_main(self) -> bool:
+        return self.rank == 0
+
+    def barrier(self) -> None:
+        if self.distributed:
+            dist.barrier()
+
+    def all_reduce(self, tensor: torch.Tensor) -> torch.Tensor:
+        if self.distributed:
+            dist.all_reduce(tensor)
+        return tensor
+
+    def close(self) -> None:
+        if self.distributed and dist.is_initialized():
+            dist.destroy_process_group()
+
+
+def _load_split(cache_dir: Path) -> dict:
+    path = cache_dir / "split.json"
+    if not path.exists():
+        raise CacheError(f"{path}: missing; build the cache with `bratseg cache` first")
+    return json.loads(path.read_text())
+
+
+def _lr_lambda(config: TrainConfig, steps_per_epoch: int):
+    warmup = config.warmup_epochs * steps_per_epoch
+    total = max(config.epochs * steps_per_epoch, 1)
+
+    def fn(step: int) -> float:
+        if step < warmup:
+            return (step + 1) / warmup
+        return 0.5 * (1 + math.cos(math.pi * min(1.0, (step - warmup) / max(total - warmup, 1))))
+
+    return fn
+
+
+def dice_from_stats(stats: torch.Tensor) -> np.ndarray:
+    """Per case and region Dice from ``[cases, regions, (intersection, pred, ref)]`` sums,
+    with the BraTS convention that two empty masks score 1."""
+    inter, pred, ref = stats[..., 0], stats[..., 1], stats[..., 2]
+    denom = pred + ref
+    dice = torch.where(denom > 0, 2 * inter / denom.clamp(min=1), torch.ones_like(denom))
+    return dice.numpy()
+
+
+def logits_to_regions(logits: torch.Tensor, target: str) -> torch.Tensor:
+    """Binary WT/TC/ET masks ``[N, 3, H, W]`` from either kind of model output."""
+    if target == "regions":
+        return logits > 0
+    labels = logits.argmax(1).cpu().numpy()
+    return torch.from_numpy(np.moveaxis(labels_to_regions(labels), 0, 1))
+
+
+def train(cache_dir: str | Path, run_dir: str | Path, config: TrainConfig, resume: bool = False) -> Path:
+    """Train on a slice cache; returns the run folder. See the module docstring."""
+    ctx = DistributedContext()
+    try:
+        return _train(Path(cache_dir), Path(run_dir), config, resume, ctx)
+    finally:
+        ctx.close()
+
+
+def _train(cache_dir: Path, run_dir: Path, config: TrainConfig, resume: bool, ctx: DistributedContext) -> Path:
+    if config.threads:
+        torch.set_num_threads(config.threads)
+    prep = PreprocessingConfig.from_json(cache_dir / "preprocessing.json")
+    split = _load_split(cache_dir)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    last_path = run_dir / "last.pt"
+    if not resume and last_path.exists():
+        raise FileExistsError(f"{run_dir} already holds a run; pass --resume to continue it or pick a new --out")
+    if ctx.is_main:
+        (run_dir / "train_config.json").write_text(json.dumps(config.to_dict(), indent=2) + "\n")
+        prep.to_json(run_dir / "preprocessing.json")
+
+    classes = 3 if config.target == "regions" else 4
+    model_kwargs = dict(encoder_name=config.encoder, in_channels=len(prep.modalities), classes=classes)
+    torch.manual_seed(config.seed)
+    model = build_unet(**model_kwargs).to(ctx.device, memory_format=torch.channels_last)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
+
+    train_set = SliceDataset(cache_dir, split["train"], config.target, config.augment, config.modality_dropout)
+    val_set = SliceDataset(cache_dir, split["val"], config.target)
+    if len(train_set) == 0:
+        raise CacheError(f"{cache_dir}: no training slices in the split")
+    per_rank = math.ceil(len(train_set) / ctx.world_size)
+    steps_per_epoch = per_rank // config.batch_size if per_rank >= config.batch_size else 1
+    if config.max_train_batches:
+        steps_per_epoch = min(steps_per_epoch, config.max_train_batches)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, _lr_lambda(config, steps_per_epoch))
+
+    state = {"epoch": 0, "best_score": -1.0, "best_epoch": 0, "bad_epochs": 0, "history": []}
+    if resume and last_path.exists():
+        ckpt = torch.load(last_path, map_location="cpu", weights_only=True)
+        model.load_state_dict(ckpt["model"])
+        optimizer.load_state_dict(ckpt["optimizer"])
+        scheduler.load_state_dict(ckpt["scheduler"])
+        state = ckpt["state"]
+        if ctx.is_main:
+            print(f"resumed from {last_path} after epoch {state['epoch']}")
+
+    net = DistributedDataParallel(model) if ctx.distributed else model
+    loss_fn = build_loss(config.target)
+    val_cases = sorted(set(val_set.case_of))
+    while state["epoch"] < config.epochs and state["bad_epochs"] < config.patience:
+        epoch = state["epoch"] + 1
+        t0 = time.perf_counter()
+        train_loss = _train_epoch(net, train_set, optimizer, scheduler, loss_fn, config, ctx, epoch, steps_per_epoch)
+        val_loss, dice = _validate(model, val_set, val_cases, loss_fn, config, ctx)
+        score = float(dice.mean()) if dice.size else -train_loss
+        improved = score > state["best_score"]
+        state.update(epoch=epoch)
+        if improved:
+            state.update(best_score=score, best_epoch=epoch, bad_epochs=0)
+        else:
+            state["bad_epochs"] += 1
+        record = {
+            "epoch": epoch,
+            "train_loss": train_loss,
+            "val_loss": val_loss,
+            **{f"dice_{k}": float(dice[:, i].mean()) if dice.size else None for i, k in enumerate(REGION_KEYS)},
+            "val_mean_dice": score,
+            "lr": optimizer.param_groups[0]["lr"],
+            "seconds": time.perf_counter() - t0,
+            "train_slices": steps_per_epoch * config.batch_size * ctx.world_size,
+        }
+        state["history"].append(record)
+        if ctx.is_main:
+            if improved:
+                weights = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
+                atomic_write_bytes(run_dir / "best.safetensors", lambda p: save_file(weights, str(p)))
+            _write_checkpoint(last_path, model, optimizer, scheduler, state)
+            _append_metrics(run_dir / "metrics.jsonl", record)
+            _plot(run_dir, state["history"])
+            print(
+                f"epoch {epoch}: train loss {train_loss:.4f}, val loss {val_loss:.4f}, "
+                f"Dice WT {record['dice_WT']:.3f} TC {record['dice_TC']:.3f} ET {record['dice_ET']:.3f}"
+                + (" (best)" if improved else f" ({state['bad_epochs']} without improvement)"),
+                flush=True,
+            )
+        ctx.barrier()
+    if ctx.distributed:
+        _write_rank_digest(run_dir, model, ctx)
+    if ctx.is_main:
+        if state["bad_epochs"] >= config.patience:
+            print(f"early stopping: no better validation Dice for {config.patience} epochs")
+        from bratseg.export import export_run
+
+        export_run(run_dir, run_dir / "model", model_kwargs=model_kwargs)
+    ctx.barrier()
+    return run_dir
+
+
+def _train_epoch(net, dataset, optimizer, scheduler, loss_fn, config, ctx, epoch, steps) -> float:
+    net.train()
+    seed = config.seed * 100_003 + epoch
+    generator = torch.Generator().manual_seed(seed)
+    if ctx.distributed:
+        sampler = DistributedSampler(dataset, ctx.world_size, ctx.rank, shuffle=True, seed=config.seed, drop_last=True)
+        sampler.set_epoch(epoch)
+        shuffle = None
+    else:
+        sampler, shuffle = None, True
+    dataset.reseed(seed)  # used when num_workers == 0; workers reseed from the generator
+    loader = DataLoader(
+        dataset,
+        batch_size=config.batch_size,
+        shuffle=shuffle,
+        sampler=sampler,
+        num_workers=config.num_workers,
+        worker_init_fn=seed_worker,
+        generator=generator,
+        drop_last=len(dataset) >= config.batch_size * ctx.world_size,
+        pin_memory=ctx.device.type == "cuda",
+        persistent_workers=False,
+    )
+    total, count = 0.0, 0
+    bar = tqdm(loader, total=steps, desc=f"epoch {epoch}", leave=False, disable=not ctx.is_main)
+    for step, (image, target) in enumerate(bar):
+        if step >= steps:
+            break
+        image = image.to(ctx.device, non_blocking=True).contiguous(memory_format=torch.channels_last)
+        target = target.to(ctx.device, non_blocking=True)
+        with _autocast(ctx.device, config.amp):
+            logits = net(image)
+        loss = loss_fn(logits.float(), target)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        scheduler.step()
+        total += float(loss.detach())
+        count += 1
+        bar.set_postfix(loss=f"{total / count:.4f}")
+    stats = ctx.all_reduce(torch.tensor([total, count], dtype=torch.float64))
+    return float(stats[0] / max(stats[1], 1))
+
+
+@torch.no_grad()
+def _validate(model, dataset, cases, loss_fn, config, ctx) -> tuple[float, np.ndarray]:
+    model.eval()
+    case_index = {c: i for i, c in enumerate(cases)}
+    stats = torch.zeros(len(cases), 3, 3, dtype=torch.float64)
+    mine = list(range(ctx.rank, len(dataset), ctx.world_size))
+    loss_sum = torch.zeros(2, dtype=torch.float64)
+    subset = torch.utils.data.Subset(dataset, mine)
+    loader = DataLoader(subset, batch_size=config.batch_size, num_workers=config.num_workers)
+    pos = 0
+    for image, target in loader:
+        image = image.to(ctx.device).contiguous(memory_format=torch.channels_last)
+        with _autocast(ctx.device, config.amp):
+            logits = model(image).float()
+        loss_sum += torch.tensor([float(loss_fn(logits, target.to(ctx.device))) * len(image), len(image)])
+        pred = logits_to_regions(logits, config.target).cpu()
+        ref = target.bool() if config.target == "regions" else logits_to_regions(
+            torch.nn.functional.one_hot(target, 4).permute(0, 3, 1, 2).float(), "classes"
+        )
+        for j in range(len(image)):
+            c = case_index[dataset.case_of[mine[pos + j]]]
+            p, r = pred[j].flatten(1), ref[j].flatten(1)
+            stats[c, :, 0] += (p & r).sum(1)
+            stats[c, :, 1] += p.sum(1)
+            stats[c, :, 2] += r.sum(1)
+        pos += len(image)
+    ctx.all_reduce(stats)
+    ctx.all_reduce(loss_sum)
+    return float(loss_sum[0] / max(loss_sum[1], 1)), dice_from_stats(stats)
+
+
+def _write_checkpoint(path: Path, model, optimizer, scheduler, state: dict) -> None:
+    ckpt = {
+        "model": model.state_dict(),
+        "optimizer": optimizer.state_dict(),
+        "scheduler": scheduler.state_dict(),
+        "state": state,
+    }
+    atomic_write_bytes(path, lambda p: torch.save(ckpt, p))
+
+
+def _append_metrics(path: Path, record: dict) -> None:
+    # Rewrite rather than append, so a resumed run never duplicates epochs.
+    lines = [json.loads(x) for x in path.read_text().splitlines()] if path.exists() else []
+    lines = [x for x in lines if x["epoch"] < record["epoch"]] + [record]
+    atomic_write_bytes(path, lambda p: p.write_text("".join(json.dumps(x) + "\n" for x in lines)))
+
+
+def _plot(run_dir: Path, history: list[dict]) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    epochs = [h["epoch"] for h in history]
+    fig, (ax_loss, ax_dice) = plt.subplots(1, 2, figsize=(10, 4))
+    ax_loss.plot(epochs, [h["train_loss"] for h in history], label="train")
+    ax_loss.plot(epochs, [h["val_loss"] for h in history], label="validation")
+    ax_loss.set(xlabel="epoch", ylabel="Dice + CE loss", title="Loss")
+    ax_loss.legend()
+    for key in REGION_KEYS:
+        ax_dice.plot(epochs, [h[f"dice_{key}"] for h in history], label=key)
+    ax_dice.set(xlabel="epoch", ylabel="Dice", title="Validation Dice", ylim=(0, 1))
+    ax_dice.legend()
+    fig.tight_layout()
+    atomic_write_bytes(run_dir / "learning_curve.png", lambda p: fig.savefig(p, format="png", dpi=100))
+    plt.close(fig)
+
+
+def _write_rank_digest(run_dir: Path, model, ctx: DistributedContext) -> None:
+    """Each rank records a digest of its final weights: DDP keeps them identical."""
+    flat = torch.cat([p.detach().float().cpu().flatten() for p in model.parameters()])
+    digest = {"rank": ctx.rank, "sum": float(flat.sum()), "abs_sum": float(flat.abs().sum()),
+              "first": flat[:8].tolist()}
+    (run_dir / f"rank{ctx.rank}_digest.json").write_text(json.dumps(digest) + "\n")

@@ -1,0 +1,67 @@
+"""Shared fixtures: the real BraTS data beside the checkout, synthetic cases, models.
+
+The real scans are read from ``$BRATSEG_DATA`` (default ``../shared/data`` beside the
+repository) and never copied into it; tests that need them skip with a clear message when
+they are absent.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parent.parent
+DATA_DIR = Path(os.environ.get("BRATSEG_DATA", REPO.parent / "shared" / "data"))
+
+
+def _need(path: Path) -> Path:
+    if not path.exists():
+        pytest.skip(f"real BraTS data not found at {path} (set BRATSEG_DATA to the data folder)")
+    return path
+
+
+@pytest.fixture(scope="session")
+def data_dir() -> Path:
+    """Root of the real data (brats18/, tcga/, unlabeled/, metrics/)."""
+    return _need(DATA_DIR)
+
+
+@pytest.fixture(scope="session")
+def brats18_dir(data_dir: Path) -> Path:
+    return _need(data_dir / "brats18")
+
+
+@pytest.fixture(scope="session")
+def brats18_case(brats18_dir: Path) -> Path:
+    """One labelled BraTS 2018 case folder (a validation case of the shipped model)."""
+    return _need(brats18_dir / "Brats18_2013_11_1")
+
+
+@pytest.fixture(scope="session")
+def tcga_case(data_dir: Path) -> Path:
+    return _need(data_dir / "tcga" / "TCGA-DU-7294")
+
+
+@pytest.fixture(scope="session")
+def brats2023_case(data_dir: Path) -> Path:
+    return _need(data_dir / "unlabeled" / "BraTS-GLI-00001-000")
+
+
+@pytest.fixture(scope="session")
+def synthetic_root(tmp_path_factory) -> Path:
+    """Four small synthetic cases (96 x 96 x 48) in BraTS 2020 naming."""
+    from bratseg.synthetic import write_synthetic_dataset
+
+    root = tmp_path_factory.mktemp("synthetic")
+    write_synthetic_dataset(root, 4, shape=(96, 96, 48))
+    return root
+
+
+@pytest.fixture(scope="session")
+def synthetic_case(tmp_path_factory):
+    """One full-size (240 x 240 x 155) synthetic case."""
+    from bratseg.synthetic import write_synthetic_case
+
+    return write_synthetic_case(tmp_path_factory.mktemp("synthetic_full") / "SYNTHETIC_FULL", seed=3)
