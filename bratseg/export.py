@@ -14,6 +14,7 @@ import shutil
 import tempfile
 from pathlib import Path
 
+import torch
 from safetensors.torch import load_file
 
 from bratseg.errors import ModelLoadError
@@ -21,9 +22,15 @@ from bratseg.model.unet import build_unet
 from bratseg.preprocessing.config import PreprocessingConfig
 
 
-def export_run(run_dir: str | Path, out_dir: str | Path, model_kwargs: dict | None = None) -> Path:
+def export_run(
+    run_dir: str | Path, out_dir: str | Path, model_kwargs: dict | None = None, dtype: str = "float16"
+) -> Path:
     """Write the best weights of ``run_dir`` as a model folder at ``out_dir`` (replaced
-    atomically: a half-written folder never takes the place of a good one)."""
+    atomically: a half-written folder never takes the place of a good one).
+
+    Weights are stored as float16 by default (half the size; inference runs in bf16 or
+    fp32 and loads them into fp32 parameters); ``dtype="float32"`` keeps them exact.
+    """
     run_dir, out_dir = Path(run_dir), Path(out_dir)
     best = run_dir / "best.safetensors"
     if not best.exists():
@@ -46,13 +53,15 @@ def export_run(run_dir: str | Path, out_dir: str | Path, model_kwargs: dict | No
 
     out_dir.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(dir=out_dir.parent, prefix=f".{out_dir.name}."))
+    tmp.chmod(0o755)
     try:
-        model.save_pretrained(tmp)
+        model.to(getattr(torch, dtype)).save_pretrained(tmp)
         prep.to_json(tmp / "preprocessing.json")
         meta = {
             "target": target,
             "regions": prep.regions,
             "output_label_scheme": "brats2020",
+            "weights_dtype": dtype,
             "train_config": train_config,
             "best_epoch": best_record.get("epoch"),
             "validation_slice_dice": {k: best_record.get(f"dice_{k}") for k in ("WT", "TC", "ET")},

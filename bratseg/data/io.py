@@ -21,6 +21,8 @@ from bratseg.data.labels import to_brats2020, to_internal
 from bratseg.data.layout import MODALITIES, Case
 from bratseg.errors import InvalidCaseError
 
+_UMASK = os.umask(0)
+os.umask(_UMASK)
 _AFFINE_TOLERANCE = 1e-3  # mm; BraTS files of one case share the affine to float precision
 
 
@@ -138,6 +140,7 @@ def atomic_write_bytes(path: Path, write) -> None:
     os.close(fd)
     try:
         write(Path(tmp))
+        os.chmod(tmp, 0o666 & ~_UMASK)  # mkstemp makes 0600 files; give the usual mode
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)

@@ -76,7 +76,7 @@ class Segmenter:
         device: str | torch.device = "cpu",
     ):
         self.device = torch.device(device)
-        self.model = model.eval().to(self.device, memory_format=torch.channels_last)
+        self.model = model.float().eval().to(self.device, memory_format=torch.channels_last)
         self.preprocessing = preprocessing
         self.target = target
         self.batch_size = batch_size
