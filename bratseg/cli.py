@@ -1,11 +1,11 @@
 """The ``bratseg`` command: one sub-command per stage.
 
-    bratseg cache DATA_DIR --out CACHE_DIR
-    bratseg train --cache CACHE_DIR --out RUN_DIR [--config FILE] [--epochs N] [--resume]
-    bratseg export RUN_DIR --out MODEL_DIR
-    bratseg predict CASE_OR_DATA_DIR --output OUT [--model MODEL_DIR]
-    bratseg evaluate --pred PRED --ref REF --out REPORT_DIR
-    bratseg serve [--host H] [--port P] [--model MODEL_DIR]
+bratseg cache DATA_DIR --out CACHE_DIR
+bratseg train --cache CACHE_DIR --out RUN_DIR [--config FILE] [--epochs N] [--resume]
+bratseg export RUN_DIR --out MODEL_DIR
+bratseg predict CASE_OR_DATA_DIR --output OUT [--model MODEL_DIR]
+bratseg evaluate --pred PRED --ref REF --out REPORT_DIR
+bratseg serve [--host H] [--port P] [--model MODEL_DIR]
 """
 
 from __future__ import annotations
@@ -24,7 +24,9 @@ def _cmd_cache(args: argparse.Namespace) -> None:
     config = PreprocessingConfig.from_json(args.config) if args.config else PreprocessingConfig()
     if args.resize:
         config.resize = (args.resize, args.resize)
-    out = build_cache(args.data_dir, args.out, config, workers=args.workers, val_fraction=args.val_fraction, seed=args.seed)
+    out = build_cache(
+        args.data_dir, args.out, config, workers=args.workers, val_fraction=args.val_fraction, seed=args.seed
+    )
     print(f"cache written to {out}")
 
 

@@ -85,26 +85,31 @@ def export_run(
 def _model_card(meta: dict, prep: PreprocessingConfig) -> str:
     tc = meta["train_config"]
     dice = meta["validation_slice_dice"]
+    resized = f", resized to {prep.resize[0]} x {prep.resize[1]}" if prep.resize else ""
+    if meta["target"] == "regions":
+        output = "sigmoid maps of the overlapping regions " + ", ".join(meta["regions"])
+    else:
+        output = "softmax over background, NCR, ED, ET"
     dice_line = ", ".join(f"{k} {v:.3f}" for k, v in dice.items() if v is not None) or "n/a"
     return f"""---
 library_name: segmentation-models-pytorch
 tags: [medical-imaging, brain-tumour, brats, segmentation, research-only]
 license: mit
 ---
-# bratseg U-Net ({tc['encoder']} encoder)
+# bratseg U-Net ({tc["encoder"]} encoder)
 
 A 2-D segmentation-models-pytorch U-Net that segments brain tumours in axial slices of
 skull-stripped, co-registered BraTS-space MRI. **Research and teaching use only; not a
 medical device.**
 
-- Input channels, in order: {', '.join(prep.modalities)} (z-scored inside the brain,
-  window {prep.crop_size[0]} x {prep.crop_size[1]} centred on the brain{', resized to ' + str(prep.resize) if prep.resize else ''});
+- Input channels, in order: {", ".join(prep.modalities)} (z-scored inside the brain,
+  window {prep.crop_size[0]} x {prep.crop_size[1]} centred on the brain{resized});
   missing optional modalities are fed as zeros (trained with modality dropout
-  {tc['modality_dropout']}).
-- Output: {'sigmoid maps of the regions ' + ', '.join(meta['regions']) if meta['target'] == 'regions' else 'softmax over background, NCR, ED, ET'};
+  {tc["modality_dropout"]}).
+- Output: {output};
   written as BraTS 2020 labels 0/1/2/4.
-- Training: {tc['epochs']} epochs at most, early stopping patience {tc['patience']}, AdamW lr
-  {tc['lr']}, batch {tc['batch_size']}, Dice + cross-entropy; best epoch {meta['best_epoch']}.
+- Training: {tc["epochs"]} epochs at most, early stopping patience {tc["patience"]}, AdamW lr
+  {tc["lr"]}, batch {tc["batch_size"]}, Dice + cross-entropy; best epoch {meta["best_epoch"]}.
 - Validation Dice on the cached slices of the held-out cases at the best epoch: {dice_line}.
   Whole-volume figures from `bratseg evaluate` are in the project's `model_card.md`.
 

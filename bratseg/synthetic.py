@@ -38,9 +38,7 @@ def synthetic_volumes(
     rng = np.random.default_rng(seed)
     grid = np.stack(np.meshgrid(*[np.arange(n, dtype=np.float32) for n in shape], indexing="ij"))
     centre = np.array(shape, dtype=np.float32)[:, None, None, None] / 2
-    radii = np.array(shape, dtype=np.float32)[:, None, None, None] * np.array([0.35, 0.42, 0.4])[
-        :, None, None, None
-    ]
+    radii = np.array(shape, dtype=np.float32)[:, None, None, None] * np.array([0.35, 0.42, 0.4])[:, None, None, None]
     brain = (((grid - centre) / radii) ** 2).sum(0) <= 1
     scale = min(shape) / 155
     offset = rng.uniform(-0.12, 0.12, 3) * np.array(shape)
@@ -62,9 +60,7 @@ def synthetic_volumes(
     return images, label
 
 
-def write_synthetic_case(
-    folder: str | Path, shape: tuple[int, int, int] = (240, 240, 155), seed: int = 0
-) -> Case:
+def write_synthetic_case(folder: str | Path, shape: tuple[int, int, int] = (240, 240, 155), seed: int = 0) -> Case:
     """Write a synthetic case in BraTS 2018-2020 naming (``<case>_flair.nii.gz`` ...) and
     return it. The folder name is the case id."""
     folder = Path(folder)

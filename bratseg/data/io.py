@@ -126,9 +126,7 @@ def _check_same_grid(ref: Volume, other: Volume) -> None:
             f"shape {other.data.shape} differs from {ref.path.name}'s {ref.data.shape}",
         )
     if not np.allclose(ref.affine, other.affine, atol=_AFFINE_TOLERANCE):
-        raise InvalidCaseError(
-            other.path, f"affine differs from {ref.path.name}'s: the images are not co-registered"
-        )
+        raise InvalidCaseError(other.path, f"affine differs from {ref.path.name}'s: the images are not co-registered")
 
 
 def atomic_write_bytes(path: Path, write) -> None:

@@ -88,9 +88,7 @@ class Case:
         for modality in REQUIRED_MODALITIES:
             if modality not in self.images:
                 where = self.folder if self.folder is not None else self.case_id
-                raise MissingModalityError(
-                    where, f"no {modality.upper()} image found (required: FLAIR and T1ce)"
-                )
+                raise MissingModalityError(where, f"no {modality.upper()} image found (required: FLAIR and T1ce)")
 
     @classmethod
     def from_files(
@@ -137,9 +135,7 @@ def case_from_folder(folder: str | Path) -> Case:
             continue
         modality, scheme = hit
         if modality in found:
-            raise InvalidCaseError(
-                folder, f"two files claim {modality}: {found[modality].name} and {path.name}"
-            )
+            raise InvalidCaseError(folder, f"two files claim {modality}: {found[modality].name} and {path.name}")
         found[modality] = path
         schemes.add(scheme)
     label = found.pop("seg", None)

@@ -55,7 +55,9 @@ def _cache_one(case: Case, config: PreprocessingConfig, part: Path) -> str:
     if config.resize is not None:
         images = resize_slices(torch.from_numpy(images), config.resize).numpy()
         labels = resize_slices(torch.from_numpy(labels[:, None]), config.resize, nearest=True)[:, 0].numpy()
-        brain = resize_slices(torch.from_numpy(brain[:, None].astype(np.uint8)), config.resize, nearest=True)[:, 0].numpy()
+        brain = resize_slices(torch.from_numpy(brain[:, None].astype(np.uint8)), config.resize, nearest=True)[
+            :, 0
+        ].numpy()
     regions = labels_to_regions(labels)  # [3, n, H, W]
 
     def write(tmp: Path) -> None:
@@ -112,8 +114,7 @@ def build_cache(
     config_path = out_dir / "preprocessing.json"
     if config_path.exists() and PreprocessingConfig.from_json(config_path) != config:
         raise CacheError(
-            f"{config_path}: the cache was started with another preprocessing config; "
-            "use a new --out folder"
+            f"{config_path}: the cache was started with another preprocessing config; use a new --out folder"
         )
     config.to_json(config_path)
 
@@ -187,9 +188,7 @@ def read_manifest(cache_dir: str | Path) -> list[dict]:
     if not path.exists():
         raise CacheError(f"{path}: missing; build the cache with `bratseg cache` first")
     with open(path, newline="") as fh:
-        return [
-            {k: (v if k == "case" else int(v)) for k, v in row.items()} for row in csv.DictReader(fh)
-        ]
+        return [{k: (v if k == "case" else int(v)) for k, v in row.items()} for row in csv.DictReader(fh)]
 
 
 __all__ = ["build_cache", "read_manifest", "split_cases", "MANIFEST_FIELDS"]

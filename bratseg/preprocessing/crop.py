@@ -34,9 +34,7 @@ def crop_xy(data: np.ndarray, start: tuple[int, int], size: tuple[int, int]) -> 
     return out
 
 
-def uncrop_xy(
-    data: np.ndarray, start: tuple[int, int], full_shape: tuple[int, ...]
-) -> np.ndarray:
+def uncrop_xy(data: np.ndarray, start: tuple[int, int], full_shape: tuple[int, ...]) -> np.ndarray:
     """Inverse of :func:`crop_xy`: place a cropped array back into a zero volume."""
     out = np.zeros(full_shape, dtype=data.dtype)
     src, dst = [], []

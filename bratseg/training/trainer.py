@@ -208,8 +208,7 @@ def _train(cache_dir: Path, run_dir: Path, config: TrainConfig, resume: bool, ct
         state["history"].append(record)
         if ctx.is_main:
             if improved:
-                weights = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
-                atomic_write_bytes(run_dir / "best.safetensors", lambda p: save_file(weights, str(p)))
+                _write_best(run_dir / "best.safetensors", model)
             _write_checkpoint(last_path, model, optimizer, scheduler, state)
             _append_metrics(run_dir / "metrics.jsonl", record)
             _plot(run_dir, state["history"])
@@ -292,8 +291,10 @@ def _validate(model, dataset, cases, loss_fn, config, ctx) -> tuple[float, np.nd
             logits = model(image).float()
         loss_sum += torch.tensor([float(loss_fn(logits, target.to(ctx.device))) * len(image), len(image)])
         pred = logits_to_regions(logits, config.target).cpu()
-        ref = target.bool() if config.target == "regions" else logits_to_regions(
-            torch.nn.functional.one_hot(target, 4).permute(0, 3, 1, 2).float(), "classes"
+        ref = (
+            target.bool()
+            if config.target == "regions"
+            else logits_to_regions(torch.nn.functional.one_hot(target, 4).permute(0, 3, 1, 2).float(), "classes")
         )
         for j in range(len(image)):
             c = case_index[dataset.case_of[mine[pos + j]]]
@@ -305,6 +306,11 @@ def _validate(model, dataset, cases, loss_fn, config, ctx) -> tuple[float, np.nd
     ctx.all_reduce(stats)
     ctx.all_reduce(loss_sum)
     return float(loss_sum[0] / max(loss_sum[1], 1)), dice_from_stats(stats)
+
+
+def _write_best(path: Path, model) -> None:
+    weights = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
+    atomic_write_bytes(path, lambda p: save_file(weights, str(p)))
 
 
 def _write_checkpoint(path: Path, model, optimizer, scheduler, state: dict) -> None:
@@ -348,6 +354,10 @@ def _plot(run_dir: Path, history: list[dict]) -> None:
 def _write_rank_digest(run_dir: Path, model, ctx: DistributedContext) -> None:
     """Each rank records a digest of its final weights: DDP keeps them identical."""
     flat = torch.cat([p.detach().float().cpu().flatten() for p in model.parameters()])
-    digest = {"rank": ctx.rank, "sum": float(flat.sum()), "abs_sum": float(flat.abs().sum()),
-              "first": flat[:8].tolist()}
+    digest = {
+        "rank": ctx.rank,
+        "sum": float(flat.sum()),
+        "abs_sum": float(flat.abs().sum()),
+        "first": flat[:8].tolist(),
+    }
     (run_dir / f"rank{ctx.rank}_digest.json").write_text(json.dumps(digest) + "\n")
