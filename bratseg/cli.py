@@ -5,7 +5,7 @@ bratseg train --cache CACHE_DIR --out RUN_DIR [--config FILE] [--epochs N] [--re
 bratseg export RUN_DIR --out MODEL_DIR
 bratseg predict CASE_OR_DATA_DIR --output OUT [--model MODEL_DIR]
 bratseg evaluate --pred PRED --ref REF --out REPORT_DIR
-bratseg serve [--host H] [--port P] [--model MODEL_DIR]
+bratseg serve [--host H] [--port P] [--model MODEL_DIR] [--data-root DIR]
 """
 
 from __future__ import annotations
@@ -109,21 +109,31 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", type=Path, required=True)
     p.set_defaults(func=_cmd_export)
 
-    p = sub.add_parser("predict", help="segment a case, explicit files, or a folder of cases")
-    p.add_argument("case", type=Path, nargs="?", help="case folder or folder of case folders")
-    p.add_argument("--output", type=Path, required=True, help="OUT.nii.gz for one case, a folder for many")
-    p.add_argument("--model", type=Path, help="model folder (default: the shipped model)")
-    for m in ("flair", "t1ce", "t1", "t2"):
-        p.add_argument(f"--{m}", type=Path, help=f"{m.upper()} file (instead of CASE)")
-    p.add_argument("--tta", action="store_true", help="average over in-plane flips")
-    p.add_argument("--precision", choices=["auto", "bf16", "fp32"], default="auto")
-    p.set_defaults(func=_cmd_predict)
+    from bratseg.inference.cli_predict import add_predict_parser  # light: no torch import
 
-    p = sub.add_parser("evaluate", help="BraTS metrics of predictions against references")
-    p.add_argument("--pred", type=Path, required=True, help="label map or folder of label maps")
-    p.add_argument("--ref", type=Path, required=True, help="label map or folder (cases or files)")
-    p.add_argument("--out", type=Path, required=True)
-    p.add_argument("--ref-scheme", choices=["auto", "brats2020", "brats2023"], default="auto")
+    add_predict_parser(sub).set_defaults(func=_cmd_predict)
+
+    p = sub.add_parser(
+        "evaluate",
+        help="BraTS metrics of predictions against references",
+        description="Dice, IoU, HD95, sensitivity and specificity of WT/TC/ET and per label; writes metrics.csv, "
+        "cases.csv, missing.csv, summary.csv, summary.md and boxplot.png to --out. Give --pred and --ref, "
+        "or --pairs, or --pairs-in-folders.",
+    )
+    p.add_argument("--pred", type=Path, help="label map or folder of label maps <case>.nii.gz")
+    p.add_argument("--ref", type=Path, help="label map, folder of case folders, or folder of label files")
+    p.add_argument("--pairs", type=Path, metavar="CSV", help="CSV with columns case,pred,ref (relative to the CSV)")
+    p.add_argument(
+        "--pairs-in-folders",
+        type=Path,
+        metavar="DIR",
+        help="folder of case folders, each with one *_seg/*-seg reference and one prediction",
+    )
+    p.add_argument("--out", type=Path, required=True, help="report folder")
+    schemes = ["auto", "brats2020", "brats2023"]
+    scheme_help = "label values on disk: brats2020 0/1/2/4, brats2023 0/1/2/3; auto: by file name, else by values"
+    p.add_argument("--ref-scheme", choices=schemes, default="auto", help=scheme_help)
+    p.add_argument("--pred-scheme", choices=schemes, default="auto", help=scheme_help)
     p.set_defaults(func=_cmd_evaluate)
 
     p = sub.add_parser("serve", help="serve the Flask app with waitress")
@@ -131,8 +141,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--port", type=int, default=5000)
     p.add_argument("--model", type=Path)
     p.add_argument("--data-root", type=Path, help="server-side paths are allowed beneath this folder only")
-    p.add_argument("--max-upload-mb", type=int, default=200)
-    p.add_argument("--threads", type=int, default=4)
+    p.add_argument("--max-upload-mb", type=int, default=200, help="largest request body; larger gets 413")
+    p.add_argument("--max-unzipped-mb", type=int, default=1024, help="largest total size a zipped case may unzip to")
+    p.add_argument("--threads", type=int, default=4, help="waitress request threads")
+    p.add_argument("--max-concurrent", type=int, default=2, help="predictions run at once; more requests wait")
     p.set_defaults(func=_cmd_serve)
     return parser
 

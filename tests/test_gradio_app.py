@@ -1,0 +1,436 @@
+"""The Gradio demo, end to end: ``app.py`` launched as a real server process with the shipped
+model, driven through its API with ``gradio_client``; plus the same wiring launched in this
+process around a counting service, to prove re-rendering never re-runs the model.
+
+One server is shared by the module (start-up loads torch and the model: tens of seconds on
+busy cores). The model is the shipped one, so nothing here asserts prediction quality.
+"""
+
+from __future__ import annotations
+
+import gzip
+import os
+import re
+import socket
+import subprocess
+import sys
+import threading
+import time
+import urllib.request
+import zipfile
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+import nibabel as nib
+import numpy as np
+import pytest
+
+gradio_client = pytest.importorskip("gradio_client")
+from gradio_client import Client, handle_file  # noqa: E402
+from gradio_client.exceptions import AppError  # noqa: E402
+
+REPO = Path(__file__).resolve().parent.parent
+APP = REPO / "app.py"
+STARTUP_TIMEOUT_S = 300  # torch + gradio imports and the model load, on shared cores
+CALL_TIMEOUT_S = 300  # one prediction of a BraTS case on a busy 2-core CPU, with margin
+SEGMENTED_LINE = re.compile(r"bratseg\.gradio INFO: segmented ")
+
+pytestmark = [
+    pytest.mark.slow,
+    # Gradio's queue calls pandas APIs that pandas 3 deprecates: not ours to fix.
+    pytest.mark.filterwarnings("ignore::pandas.errors.Pandas4Warning"),
+]
+
+
+# --------------------------------------------------------------------- server helpers
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@dataclass
+class AppProcess:
+    """A running ``app.py``: its URL and the file its log goes to."""
+
+    url: str
+    log: Path
+    process: subprocess.Popen
+
+    def log_text(self) -> str:
+        return self.log.read_text(errors="replace")
+
+    def predictions(self) -> int:
+        """How many times the server ran the model (it logs one line per prediction)."""
+        return len(SEGMENTED_LINE.findall(self.log_text()))
+
+
+def _wait_until_up(url: str, process: subprocess.Popen, log: Path, timeout: float) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            pytest.fail(f"app.py exited with code {process.returncode}:\n{log.read_text(errors='replace')[-4000:]}")
+        try:
+            with urllib.request.urlopen(url, timeout=5) as response:
+                if response.status == 200:
+                    return
+        except OSError:
+            pass
+        time.sleep(1)
+    pytest.fail(f"app.py did not answer at {url} within {timeout:.0f} s:\n{log.read_text(errors='replace')[-4000:]}")
+
+
+@contextmanager
+def running_app(workdir: Path, args: tuple[str, ...] = (), env: dict[str, str] | None = None) -> Iterator[AppProcess]:
+    """Start ``python app.py *args`` with its temp files under ``workdir``; host and port come
+    from ``env`` (default: ``BRATSEG_HOST``/``BRATSEG_PORT`` on a free port). Stopped on exit."""
+    workdir.mkdir(parents=True, exist_ok=True)
+    log = workdir / "app.log"
+    full_env = {
+        **os.environ,
+        "GRADIO_ANALYTICS_ENABLED": "False",
+        "GRADIO_TEMP_DIR": str(workdir / "gradio"),  # uploads and outputs, not /tmp/gradio
+        "TMPDIR": str(workdir),
+        "PYTHONUNBUFFERED": "1",
+        **(env if env is not None else {"BRATSEG_HOST": "127.0.0.1", "BRATSEG_PORT": str(free_port())}),
+    }
+    port = args[args.index("--port") + 1] if "--port" in args else full_env["BRATSEG_PORT"]
+    url = f"http://127.0.0.1:{port}/"
+    with open(log, "wb") as log_file:
+        process = subprocess.Popen(
+            [sys.executable, str(APP), *args], cwd=REPO, env=full_env, stdout=log_file, stderr=subprocess.STDOUT
+        )
+    try:
+        _wait_until_up(url, process, log, STARTUP_TIMEOUT_S)
+        yield AppProcess(url, log, process)
+    finally:
+        process.terminate()
+        try:
+            process.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+
+
+def call(client: Client, *args, api_name: str):
+    """``client.predict`` with a time limit, so a hung server fails the test instead of the run."""
+    return client.submit(*args, api_name=api_name).result(timeout=CALL_TIMEOUT_S)
+
+
+def _image(path: str) -> np.ndarray:
+    from PIL import Image
+
+    with Image.open(path) as im:
+        return np.asarray(im.convert("RGB"))
+
+
+# --------------------------------------------------------------------------- fixtures
+
+
+@pytest.fixture(scope="module")
+def app(tmp_path_factory) -> Iterator[AppProcess]:
+    with running_app(tmp_path_factory.mktemp("gradio_app")) as running:
+        yield running
+
+
+@pytest.fixture(scope="module")
+def client(app: AppProcess, tmp_path_factory) -> Client:
+    """One API session: the prediction it makes is kept server-side for the later calls."""
+    return Client(app.url, download_files=str(tmp_path_factory.mktemp("downloads")), verbose=False)
+
+
+@pytest.fixture(scope="module")
+def segmented(client: Client, app: AppProcess, brats18_case: Path) -> dict:
+    """The real case segmented once through ``/segment`` (FLAIR and T1ce only)."""
+    flair = next(brats18_case.glob("*_flair.nii.gz"))
+    t1ce = next(brats18_case.glob("*_t1ce.nii.gz"))
+    before = app.predictions()
+    result = call(
+        client, handle_file(flair), handle_file(t1ce), None, None, None, "all_the_tumor", "axial", api_name="/segment"
+    )
+    overlay, legend, slider, volumes, download, seconds, status = result
+    return {
+        "overlay": overlay,
+        "legend": legend,
+        "slider": slider,
+        "volumes": volumes,
+        "download": download,
+        "seconds": seconds,
+        "status": status,
+        "flair": flair,
+        "predictions_before": before,
+    }
+
+
+# ------------------------------------------------------------------------------ tests
+
+
+def test_api_has_stable_endpoint_names(client: Client):
+    endpoints = client.view_api(print_info=False, return_format="dict")["named_endpoints"]
+    assert {"/segment", "/render", "/view", "/load_example"} <= set(endpoints)
+    assert [p["parameter_name"] for p in endpoints["/render"]["parameters"]] == ["region", "view", "index"]
+
+
+def test_segment_real_case(segmented: dict, app: AppProcess, brats18_case: Path):
+    from bratseg.inference.regions import REGION_LABELS, region_volumes
+    from bratseg.serving.render import best_slice
+
+    assert app.predictions() == segmented["predictions_before"] + 1
+
+    # The segmentation download: the input's grid and affine, BraTS labels.
+    seg = nib.load(segmented["download"])
+    flair = nib.load(segmented["flair"])
+    assert Path(segmented["download"]).name == f"{brats18_case.name}_seg.nii.gz"
+    assert seg.shape == flair.shape == (240, 240, 155)
+    np.testing.assert_allclose(seg.affine, flair.affine, atol=1e-4)
+    labels = np.asarray(seg.dataobj).astype(np.uint8)
+    assert set(np.unique(labels).tolist()) <= {0, 1, 2, 4}
+
+    # The volume table: every region, in cm3, agreeing with the downloaded labels.
+    table = segmented["volumes"]
+    assert table["headers"] == ["region", "volume (cm³)"]
+    assert [row[0] for row in table["data"]] == list(REGION_LABELS)
+    expected = region_volumes(labels, tuple(float(z) for z in seg.header.get_zooms()[:3]))
+    for name, value in table["data"]:
+        assert float(value) == pytest.approx(expected[name], abs=1e-3)
+
+    # The slider opens on the axial slice with the most tumour.
+    brain = np.asarray(flair.dataobj) != 0
+    best = best_slice(labels, "axial", region="whole tumour", affine=flair.affine, brain=brain)
+    assert segmented["slider"]["value"] == best
+    assert (segmented["slider"]["minimum"], segmented["slider"]["maximum"]) == (0, 154)
+
+    # The overlay is an axial slice in colour, with the whole tumour's three-colour key.
+    image = _image(segmented["overlay"])
+    assert image.shape == (240, 240, 3)
+    for name in ("necrotic core", "edema", "enhancing tumour"):
+        assert name in segmented["legend"]
+
+    assert segmented["seconds"] > 0
+    assert brats18_case.name in segmented["status"]
+    assert "synthetic" not in segmented["status"].lower()
+
+
+def test_region_and_slice_changes_rerender_without_predicting(segmented: dict, client: Client, app: AppProcess):
+    predictions = app.predictions()
+    best = int(segmented["slider"]["value"])
+    first = _image(segmented["overlay"])
+
+    other_slice, legend = call(client, "all_the_tumor", "axial", best - 10, api_name="/render")
+    assert not np.array_equal(_image(other_slice), first)
+    assert "edema" in legend
+
+    edema, legend = call(client, "EDEMA", "axial", best - 10, api_name="/render")
+    assert _image(edema).shape == (240, 240, 3)
+    assert "edema" in legend and "necrotic" not in legend
+
+    # Another view: the slider gets that axis's range and its best slice.
+    coronal, legend, slider = call(client, "tumour core", "coronal", api_name="/view")
+    assert slider["maximum"] == 239 and 0 <= slider["value"] <= 239
+    assert _image(coronal).shape == (155, 240, 3)
+    assert "tumour core" in legend
+
+    with pytest.raises(AppError, match=r"239"):  # the slider now ends at the last coronal slice
+        call(client, "tumour core", "coronal", 400, api_name="/render")
+
+    assert app.predictions() == predictions, "changing region, view or slice ran the model again"
+
+
+def _write_nifti(path: Path, data: np.ndarray) -> Path:
+    nib.save(nib.Nifti1Image(data, np.eye(4)), str(path))
+    return path
+
+
+@pytest.fixture(scope="module")
+def bad_inputs(tmp_path_factory, brats18_case: Path) -> dict[str, Path]:
+    """Small broken files, one per way an upload can be wrong."""
+    root = tmp_path_factory.mktemp("bad_inputs")
+    good = np.random.default_rng(0).uniform(1, 100, (32, 32, 16)).astype(np.float32)
+    nan = good.copy()
+    nan[3, 3, 3] = np.nan
+    real_gz = next(brats18_case.glob("*_flair.nii.gz")).read_bytes()
+    files = {
+        "good": _write_nifti(root / "good_flair.nii.gz", good),
+        "good_t1ce": _write_nifti(root / "good_t1ce.nii.gz", good),
+        "text": root / "notes_flair.nii.gz",
+        "truncated": root / "cut_flair.nii.gz",
+        "flat": _write_nifti(root / "flat_flair.nii.gz", good[:, :, 0]),
+        "other_shape": _write_nifti(root / "small_t1ce.nii.gz", good[:, :, :8]),
+        "nan": _write_nifti(root / "nan_flair.nii.gz", nan),
+        "not_zip": root / "case.zip",
+        "zip_without_t1ce": root / "no_t1ce.zip",
+    }
+    files["text"].write_text("these are my notes, not a scan\n")
+    files["truncated"].write_bytes(real_gz[: len(real_gz) // 3])
+    files["not_zip"].write_bytes(gzip.compress(b"not a zip"))
+    with zipfile.ZipFile(files["zip_without_t1ce"], "w") as z:
+        z.write(files["good"], "CASE_1/CASE_1_flair.nii.gz")
+    return files
+
+
+# (label, flair, t1ce, zip, pattern the message must match)
+BAD_CASES = [
+    ("not NIfTI", "text", "good_t1ce", None, r"notes_flair\.nii\.gz: not a NIfTI file"),
+    ("truncated gzip", "truncated", "good_t1ce", None, r"cut_flair.*(truncated|unreadable|not a readable)"),
+    ("2-D image", "flat", "good_t1ce", None, r"flat_flair.*expected a 3-D volume"),
+    ("shape mismatch", "good", "other_shape", None, r"small_t1ce.*shape .* differs"),
+    ("NaN voxels", "nan", "good_t1ce", None, r"nan_flair.*NaN"),
+    ("missing T1ce", "good", None, None, r"no T1CE image uploaded"),
+    ("nothing uploaded", None, None, None, r"Upload the FLAIR and T1ce images"),
+    ("not a zip", None, None, "not_zip", r"case\.zip: not a readable zip"),
+    ("zip without T1ce", None, None, "zip_without_t1ce", r"no T1CE image found"),
+    ("files and a zip", "good", "good_t1ce", "zip_without_t1ce", r"either NIfTI files or one \.zip"),
+]
+
+
+@pytest.mark.parametrize(
+    ("flair", "t1ce", "zip_file", "message"), [c[1:] for c in BAD_CASES], ids=[c[0] for c in BAD_CASES]
+)
+def test_bad_input_gives_a_clear_message(client: Client, app: AppProcess, bad_inputs, flair, t1ce, zip_file, message):
+    def upload(key: str | None):
+        return None if key is None else handle_file(bad_inputs[key])
+
+    with pytest.raises(AppError) as info:
+        call(client, upload(flair), upload(t1ce), None, None, upload(zip_file), "EDEMA", "axial", api_name="/segment")
+    text = str(info.value)
+    assert re.search(message, text), text
+    assert "Traceback" not in text and 'File "' not in text
+    # ...and the server is still serving.
+    assert app.process.poll() is None
+    with urllib.request.urlopen(app.url, timeout=10) as response:
+        assert response.status == 200
+
+
+def test_example_button_loads_a_synthetic_case(client: Client):
+    *files, zip_file, status = call(client, api_name="/load_example")
+    names = [Path(f).name for f in files]
+    assert names == [f"SYNTHETIC_EXAMPLE_{m}.nii.gz" for m in ("flair", "t1ce", "t1", "t2")]
+    assert zip_file is None
+    assert "synthetic" in status.lower()
+    assert nib.load(files[0]).shape == (240, 240, 155)
+
+
+# --------------------------------------------------------- in-process: counted model runs
+
+
+class CountingService:
+    """The real :class:`InferenceService`, counting how often the model is asked to run."""
+
+    def __init__(self, service):
+        self.service = service
+        self.calls = 0
+        self._lock = threading.Lock()
+
+    def segment(self, case):
+        with self._lock:
+            self.calls += 1
+        return self.service.segment(case)
+
+
+def test_rerendering_never_calls_the_service(tmp_path, monkeypatch):
+    from bratseg.serving.gradio_app import build_demo, launch
+    from bratseg.serving.service import InferenceService
+    from bratseg.synthetic import write_synthetic_case
+
+    monkeypatch.setenv("GRADIO_TEMP_DIR", str(tmp_path / "gradio"))
+    case = write_synthetic_case(tmp_path / "SYNTHETIC_COUNT", shape=(96, 96, 40), seed=1)
+    service = CountingService(InferenceService(max_concurrent=1))
+    demo = build_demo(service, concurrency=1)
+    port = free_port()
+    launch(demo, host="127.0.0.1", port=port, prevent_thread_lock=True)
+    try:
+        client = Client(f"http://127.0.0.1:{port}/", download_files=str(tmp_path / "dl"), verbose=False)
+        result = call(
+            client,
+            handle_file(case.images["flair"]),
+            handle_file(case.images["t1ce"]),
+            handle_file(case.images["t1"]),
+            handle_file(case.images["t2"]),
+            None,
+            "whole tumour",
+            "axial",
+            api_name="/segment",
+        )
+        assert service.calls == 1
+        assert "synthetic" in result[-1].lower()
+        images = [result[0]]
+        for region in ("NECROTIC/CORE", "enhancing tumour", "tumour core"):
+            images.append(call(client, region, "axial", 20, api_name="/render")[0])
+        for index in (5, 10, 35):
+            images.append(call(client, "EDEMA", "axial", index, api_name="/render")[0])
+        images.append(call(client, "EDEMA", "sagittal", api_name="/view")[0])
+        assert all(Path(p).is_file() for p in images)
+        assert service.calls == 1, "re-rendering ran the model"
+    finally:
+        demo.close()
+
+
+# ------------------------------------------------------------------- pieces of the demo
+
+
+def test_region_choices_are_the_original_four_then_the_brats_regions():
+    from bratseg.inference.regions import ORIGINAL_PARTS, resolve_region
+    from bratseg.serving.gradio_app import REGION_CHOICES
+
+    values = [value for _label, value in REGION_CHOICES]
+    assert values == [*ORIGINAL_PARTS, "whole tumour", "tumour core", "enhancing tumour"]
+    assert {resolve_region(v) for v in values} == {
+        "whole tumour",
+        "tumour core",
+        "enhancing tumour",
+        "necrotic core",
+        "edema",
+    }
+
+
+def test_session_keeps_labels_and_flair_only(tmp_path):
+    from bratseg.data.io import load_case
+    from bratseg.inference.predictor import Prediction
+    from bratseg.serving.gradio_app import _slim, volumes_table
+    from bratseg.synthetic import write_synthetic_case
+
+    volumes = load_case(write_synthetic_case(tmp_path / "SYNTHETIC_SLIM", shape=(32, 32, 16)), with_label=False)
+    labels = np.zeros(volumes.shape, dtype=np.uint8)
+    labels[4:8, 4:8, 4:6] = 4
+    slim = _slim(Prediction(labels, volumes, 1.5))
+    assert list(slim.volumes.images) == ["flair"]
+    assert slim.volumes.images["flair"] is volumes.images["flair"]  # not copied
+    table = volumes_table(slim)
+    assert table.set_index("region")["volume (cm³)"].to_dict() == {
+        "whole tumour": 0.032,
+        "tumour core": 0.032,
+        "enhancing tumour": 0.032,
+        "necrotic core": 0.0,
+        "edema": 0.0,
+    }
+
+
+def test_host_and_port_come_from_env_and_flags_override_them(monkeypatch):
+    import importlib.util
+
+    # app.py sets these defaults on import; pre-set them so the test leaves os.environ as it was.
+    for var, value in (
+        ("GRADIO_ANALYTICS_ENABLED", "False"),
+        ("HF_HUB_OFFLINE", "1"),
+        ("HF_HUB_DISABLE_TELEMETRY", "1"),
+    ):
+        monkeypatch.setenv(var, os.environ.get(var, value))
+    spec = importlib.util.spec_from_file_location("bratseg_app_launcher", APP)
+    launcher = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(launcher)
+
+    monkeypatch.delenv("BRATSEG_HOST", raising=False)
+    monkeypatch.delenv("BRATSEG_PORT", raising=False)
+    args = launcher.parse_args([])
+    assert (args.host, args.port, args.model) == ("127.0.0.1", 7860, None)
+
+    monkeypatch.setenv("BRATSEG_HOST", "0.0.0.0")
+    monkeypatch.setenv("BRATSEG_PORT", "9001")
+    args = launcher.parse_args([])
+    assert (args.host, args.port) == ("0.0.0.0", 9001)
+    args = launcher.parse_args(["--host", "127.0.0.2", "--port", "9002", "--model", "some/model"])
+    assert (args.host, args.port, args.model) == ("127.0.0.2", 9002, Path("some/model"))
