@@ -17,9 +17,13 @@ from pathlib import Path
 import torch
 from safetensors.torch import load_file
 
-from bratseg.errors import ModelLoadError
+from bratseg.errors import BratsegError, ModelLoadError
 from bratseg.model.unet import build_unet
 from bratseg.preprocessing.config import PreprocessingConfig
+
+# Everything export_run writes; an existing folder holding anything else is not replaced.
+MODEL_FILES = frozenset({"config.json", "model.safetensors", "preprocessing.json", "bratseg.json", "README.md"})
+WEIGHT_DTYPES = ("float16", "bfloat16", "float32")
 
 
 def export_run(
@@ -30,8 +34,14 @@ def export_run(
 
     Weights are stored as float16 by default (half the size; inference runs in bf16 or
     fp32 and loads them into fp32 parameters); ``dtype="float32"`` keeps them exact.
+
+    An existing ``out_dir`` is replaced only if it is empty or an earlier export (model files
+    and nothing else), so a mistyped ``--out`` never deletes a run or another folder.
     """
     run_dir, out_dir = Path(run_dir), Path(out_dir)
+    if dtype not in WEIGHT_DTYPES:
+        raise ValueError(f"dtype must be one of {WEIGHT_DTYPES}, not {dtype!r}")
+    _check_replaceable(out_dir)
     best = run_dir / "best.safetensors"
     if not best.exists():
         raise ModelLoadError(f"{best}: missing; the run has not finished an epoch")
@@ -55,7 +65,12 @@ def export_run(
     tmp = Path(tempfile.mkdtemp(dir=out_dir.parent, prefix=f".{out_dir.name}."))
     tmp.chmod(0o755)
     try:
-        model.to(getattr(torch, dtype)).save_pretrained(tmp)
+        model.to(getattr(torch, dtype))
+        overflow = [k for k, v in model.state_dict().items() if v.is_floating_point() and not torch.isfinite(v).all()]
+        if overflow:
+            # float16 tops out at 65504: a larger weight or BatchNorm variance would load as inf.
+            raise BratsegError(f"{best}: {', '.join(overflow[:3])} overflow {dtype}; export with dtype='float32'")
+        model.save_pretrained(tmp)
         prep.to_json(tmp / "preprocessing.json")
         meta = {
             "target": target,
@@ -80,6 +95,19 @@ def export_run(
         shutil.rmtree(tmp, ignore_errors=True)
         raise
     return out_dir
+
+
+def _check_replaceable(out_dir: Path) -> None:
+    if not out_dir.exists():
+        return
+    if not out_dir.is_dir():
+        raise FileExistsError(f"{out_dir}: exists and is not a folder; pick another --out")
+    names = {p.name for p in out_dir.iterdir()}
+    if names and not ("bratseg.json" in names and names <= MODEL_FILES):
+        # E.g. --out pointing at the run itself or at the folder of all runs: replacing it
+        # would delete them.
+        other = ", ".join(sorted(names - MODEL_FILES)[:5]) or "no bratseg.json"
+        raise FileExistsError(f"{out_dir}: exists and is not a bratseg model folder ({other}); pick another --out")
 
 
 def _model_card(meta: dict, prep: PreprocessingConfig) -> str:

@@ -84,8 +84,10 @@ class SliceDataset(Dataset):
             self._images = np.load(self.cache_dir / "images.npy", mmap_mode="r")
             self._labels = np.load(self.cache_dir / "labels.npy", mmap_mode="r")
         idx = self.indices[i]
-        image = np.asarray(self._images[idx], dtype=np.float32)
-        label = np.asarray(self._labels[idx])[None]
+        image = np.asarray(self._images[idx], dtype=np.float32)  # float16 -> float32: a copy
+        # A copy too: a view of the read-only memory map would reach MONAI's transforms as a
+        # tensor over read-only memory (PyTorch warns; any in-place write would be undefined).
+        label = np.array(self._labels[idx])[None]
         if self.transform is not None:
             out = self.transform({"image": image, "label": label})
             image = np.asarray(out["image"], dtype=np.float32)

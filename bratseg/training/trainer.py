@@ -12,13 +12,21 @@ RUN_DIR holds:
     metrics.jsonl    one line per epoch: losses, per-region Dice, learning rate, time
     learning_curve.png
     model/           the exported model folder (see bratseg.export)
+    rank{r}_digest.json  under torchrun: each rank's SHA-256 of its final weights
+
+Every file is written under a temporary name and renamed into place; a run that finds the
+temporaries of a killed one clears them. Training into a RUN_DIR that holds a run needs
+``resume=True``; resuming refuses options that would change the run's course.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import math
 import os
+import re
+import shutil
 import time
 from contextlib import nullcontext
 from pathlib import Path
@@ -34,7 +42,7 @@ from tqdm import tqdm
 
 from bratseg.data.io import atomic_write_bytes
 from bratseg.data.labels import labels_to_regions
-from bratseg.errors import CacheError
+from bratseg.errors import BratsegError, CacheError
 from bratseg.model.unet import build_unet
 from bratseg.preprocessing.config import PreprocessingConfig
 from bratseg.training.config import TrainConfig
@@ -42,6 +50,25 @@ from bratseg.training.dataset import SliceDataset, seed_worker
 from bratseg.training.losses import build_loss
 
 REGION_KEYS = ("WT", "TC", "ET")
+# What a started run leaves in RUN_DIR: training into it again needs --resume.
+RUN_OUTPUTS = ("last.pt", "best.safetensors", "metrics.jsonl", "model")
+# Files the trainer writes with atomic_write_bytes, whose interrupted temporaries it clears.
+ATOMIC_OUTPUTS = re.compile(
+    r"(last\.pt|best\.safetensors|metrics\.jsonl|learning_curve\.png|train_config\.json"
+    r"|preprocessing\.json|rank\d+_digest\.json)"
+)
+# Options a resumed run may take with new values: how long it runs and how fast (processes,
+# threads). The others fix the model, the batches and the learning-rate steps.
+RESUME_MAY_CHANGE = frozenset({"epochs", "patience", "num_workers", "threads"})
+
+
+def epoch_seed(seed: int, epoch: int, rank: int = 0) -> int:
+    """The seed of one epoch on one rank: shuffle order, augmentation and modality dropout.
+
+    Rank 0 keeps the single-process formula (so runs started before ranks entered it resume
+    identically); other ranks are offset so their augmentations differ from rank 0's.
+    """
+    return seed * 100_003 + epoch + rank * 1_000_000_007
 
 
 def _autocast(device: torch.device, amp: str):
@@ -62,6 +89,11 @@ def _cpu_has_bf16() -> bool:
     return "avx512_bf16" in flags or "amx_bf16" in flags
 
 
+def process_group_backend(device: torch.device) -> str:
+    """The collective backend for a device: NCCL between GPUs, gloo between CPU processes."""
+    return "nccl" if device.type == "cuda" else "gloo"
+
+
 class DistributedContext:
     """Rank, world size and device, from torchrun's environment (one process without it)."""
 
@@ -75,8 +107,9 @@ class DistributedContext:
             torch.cuda.set_device(self.device)
         else:
             self.device = torch.device("cpu")
+        self.backend = process_group_backend(self.device)
         if self.distributed and not dist.is_initialized():
-            dist.init_process_group("nccl" if self.device.type == "cuda" else "gloo")
+            dist.init_process_group(self.backend)
 
     @property
     def is_main(self) -> bool:
@@ -87,9 +120,27 @@ class DistributedContext:
             dist.barrier()
 
     def all_reduce(self, tensor: torch.Tensor) -> torch.Tensor:
+        """Sum ``tensor`` over the ranks, in place. NCCL reduces GPU tensors only, so the
+        (CPU) statistics tensors travel through the device and back."""
         if self.distributed:
-            dist.all_reduce(tensor)
+            if tensor.device != self.device:
+                on_device = tensor.to(self.device)
+                dist.all_reduce(on_device)
+                tensor.copy_(on_device.cpu())
+            else:
+                dist.all_reduce(tensor)
         return tensor
+
+    def sync_buffers(self, model: torch.nn.Module) -> None:
+        """Give every rank rank 0's buffers (BatchNorm running statistics).
+
+        DDP broadcasts them at the start of each forward pass, so after the last training
+        step of an epoch each rank holds statistics updated by its own batch; validation
+        (and the weights each rank ends with) must use the ones rank 0 saves.
+        """
+        if self.distributed:
+            for buf in model.buffers():
+                dist.broadcast(buf, 0)
 
     def close(self) -> None:
         if self.distributed and dist.is_initialized():
@@ -148,11 +199,20 @@ def _train(cache_dir: Path, run_dir: Path, config: TrainConfig, resume: bool, ct
     split = _load_split(cache_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
     last_path = run_dir / "last.pt"
-    if not resume and last_path.exists():
-        raise FileExistsError(f"{run_dir} already holds a run; pass --resume to continue it or pick a new --out")
+    existing = [name for name in RUN_OUTPUTS if (run_dir / name).exists()]
+    if not resume and existing:
+        raise FileExistsError(
+            f"{run_dir} already holds a run ({', '.join(existing)}); pass --resume to continue it or pick a new --out"
+        )
+    if resume and last_path.exists():
+        _check_resumable(run_dir, config)
+    ctx.barrier()  # every rank has checked the folder before rank 0 writes to it
     if ctx.is_main:
-        (run_dir / "train_config.json").write_text(json.dumps(config.to_dict(), indent=2) + "\n")
-        prep.to_json(run_dir / "preprocessing.json")
+        _remove_leftovers(run_dir)
+        atomic_write_bytes(
+            run_dir / "train_config.json", lambda p: p.write_text(json.dumps(config.to_dict(), indent=2) + "\n")
+        )
+        atomic_write_bytes(run_dir / "preprocessing.json", prep.to_json)
 
     classes = 3 if config.target == "regions" else 4
     model_kwargs = dict(encoder_name=config.encoder, in_channels=len(prep.modalities), classes=classes)
@@ -164,21 +224,31 @@ def _train(cache_dir: Path, run_dir: Path, config: TrainConfig, resume: bool, ct
     val_set = SliceDataset(cache_dir, split["val"], config.target)
     if len(train_set) == 0:
         raise CacheError(f"{cache_dir}: no training slices in the split")
-    per_rank = math.ceil(len(train_set) / ctx.world_size)
+    # DistributedSampler(drop_last=True) gives each rank floor(N / world_size) slices.
+    per_rank = len(train_set) // ctx.world_size
+    if per_rank == 0:
+        raise CacheError(f"{cache_dir}: {len(train_set)} training slices for {ctx.world_size} processes")
     steps_per_epoch = per_rank // config.batch_size if per_rank >= config.batch_size else 1
     if config.max_train_batches:
         steps_per_epoch = min(steps_per_epoch, config.max_train_batches)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, _lr_lambda(config, steps_per_epoch))
 
-    state = {"epoch": 0, "best_score": -1.0, "best_epoch": 0, "bad_epochs": 0, "history": []}
+    # -inf, not -1: without validation cases the score is -train_loss, which can be below -1.
+    state = {"epoch": 0, "best_score": -math.inf, "best_epoch": 0, "bad_epochs": 0, "history": []}
     if resume and last_path.exists():
-        ckpt = torch.load(last_path, map_location="cpu", weights_only=True)
+        ckpt = _load_checkpoint(last_path)
         model.load_state_dict(ckpt["model"])
         optimizer.load_state_dict(ckpt["optimizer"])
         scheduler.load_state_dict(ckpt["scheduler"])
         state = ckpt["state"]
         if ctx.is_main:
-            print(f"resumed from {last_path} after epoch {state['epoch']}")
+            print(f"resumed from {last_path} after epoch {state['epoch']}", flush=True)
+    elif resume and ctx.is_main:
+        print(f"no checkpoint at {last_path}: starting from epoch 1", flush=True)
+    if ctx.is_main:
+        # last.pt is the record of what finished: metrics.jsonl is written after it, so a kill
+        # in between would otherwise leave an epoch missing from the file for good.
+        _write_metrics(run_dir / "metrics.jsonl", state["history"])
 
     net = DistributedDataParallel(model) if ctx.distributed else model
     loss_fn = build_loss(config.target)
@@ -187,6 +257,7 @@ def _train(cache_dir: Path, run_dir: Path, config: TrainConfig, resume: bool, ct
         epoch = state["epoch"] + 1
         t0 = time.perf_counter()
         train_loss = _train_epoch(net, train_set, optimizer, scheduler, loss_fn, config, ctx, epoch, steps_per_epoch)
+        ctx.sync_buffers(model)
         val_loss, dice = _validate(model, val_set, val_cases, loss_fn, config, ctx)
         score = float(dice.mean()) if dice.size else -train_loss
         improved = score > state["best_score"]
@@ -212,9 +283,13 @@ def _train(cache_dir: Path, run_dir: Path, config: TrainConfig, resume: bool, ct
             _write_checkpoint(last_path, model, optimizer, scheduler, state)
             _append_metrics(run_dir / "metrics.jsonl", record)
             _plot(run_dir, state["history"])
-            print(
-                f"epoch {epoch}: train loss {train_loss:.4f}, val loss {val_loss:.4f}, "
+            dice_text = (
                 f"Dice WT {record['dice_WT']:.3f} TC {record['dice_TC']:.3f} ET {record['dice_ET']:.3f}"
+                if dice.size
+                else "no validation cases"
+            )
+            print(
+                f"epoch {epoch}: train loss {train_loss:.4f}, val loss {val_loss:.4f}, {dice_text}"
                 + (" (best)" if improved else f" ({state['bad_epochs']} without improvement)"),
                 flush=True,
             )
@@ -233,7 +308,7 @@ def _train(cache_dir: Path, run_dir: Path, config: TrainConfig, resume: bool, ct
 
 def _train_epoch(net, dataset, optimizer, scheduler, loss_fn, config, ctx, epoch, steps) -> float:
     net.train()
-    seed = config.seed * 100_003 + epoch
+    seed = epoch_seed(config.seed, epoch, ctx.rank)
     generator = torch.Generator().manual_seed(seed)
     if ctx.distributed:
         sampler = DistributedSampler(dataset, ctx.world_size, ctx.rank, shuffle=True, seed=config.seed, drop_last=True)
@@ -250,7 +325,8 @@ def _train_epoch(net, dataset, optimizer, scheduler, loss_fn, config, ctx, epoch
         num_workers=config.num_workers,
         worker_init_fn=seed_worker,
         generator=generator,
-        drop_last=len(dataset) >= config.batch_size * ctx.world_size,
+        # Full batches only, unless a rank's share is smaller than one batch (tiny caches).
+        drop_last=len(dataset) // ctx.world_size >= config.batch_size,
         pin_memory=ctx.device.type == "cuda",
         persistent_workers=False,
     )
@@ -326,8 +402,58 @@ def _write_checkpoint(path: Path, model, optimizer, scheduler, state: dict) -> N
 def _append_metrics(path: Path, record: dict) -> None:
     # Rewrite rather than append, so a resumed run never duplicates epochs.
     lines = [json.loads(x) for x in path.read_text().splitlines()] if path.exists() else []
-    lines = [x for x in lines if x["epoch"] < record["epoch"]] + [record]
-    atomic_write_bytes(path, lambda p: p.write_text("".join(json.dumps(x) + "\n" for x in lines)))
+    _write_metrics(path, [x for x in lines if x["epoch"] < record["epoch"]] + [record])
+
+
+def _write_metrics(path: Path, records: list[dict]) -> None:
+    if not records:
+        path.unlink(missing_ok=True)
+        return
+    atomic_write_bytes(path, lambda p: p.write_text("".join(json.dumps(x) + "\n" for x in records)))
+
+
+def _load_checkpoint(path: Path) -> dict:
+    # weights_only: a checkpoint is tensors, numbers and strings; nothing else is unpickled.
+    try:
+        ckpt = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # torch raises several types for damaged or foreign files
+        raise BratsegError(f"{path}: unreadable checkpoint ({exc}); delete it to start over") from None
+    keys = {"model", "optimizer", "scheduler", "state"}
+    if not isinstance(ckpt, dict) or not keys <= set(ckpt):
+        raise BratsegError(f"{path}: not a bratseg checkpoint (it needs the keys {sorted(keys)})")
+    return ckpt
+
+
+def _check_resumable(run_dir: Path, config: TrainConfig) -> None:
+    """Refuse to resume with options that would make the resumed epochs disagree with the
+    finished ones (another model, batch or learning-rate schedule): the result would match no
+    uninterrupted run. ``epochs`` may change (to extend or cut a run) and so may the speed
+    options, ``num_workers`` and ``threads``."""
+    path = run_dir / "train_config.json"
+    if not path.exists():
+        return
+    saved = json.loads(path.read_text())
+    changed = {
+        k: (saved[k], v)
+        for k, v in config.to_dict().items()
+        if k in saved and k not in RESUME_MAY_CHANGE and saved[k] != v
+    }
+    if changed:
+        diff = ", ".join(f"{k} {old!r} -> {new!r}" for k, (old, new) in sorted(changed.items()))
+        raise BratsegError(f"{path}: cannot resume with other training options ({diff}); use a new --out")
+
+
+def _remove_leftovers(run_dir: Path) -> None:
+    """Delete what a killed write leaves behind: atomic_write_bytes' ``.NAME.*.tmp`` files
+    (never read, only renamed into place when complete) and an export's ``.model.*`` folders."""
+    for path in run_dir.glob(".*"):
+        name = path.name
+        # mkstemp names them ".<target>.<random>.tmp".
+        target = name[1:-4].rsplit(".", 1)[0] if name.endswith(".tmp") else ""
+        if path.is_file() and ATOMIC_OUTPUTS.fullmatch(target):
+            path.unlink(missing_ok=True)
+        elif path.is_dir() and name.startswith(".model."):
+            shutil.rmtree(path, ignore_errors=True)
 
 
 def _plot(run_dir: Path, history: list[dict]) -> None:
@@ -351,13 +477,27 @@ def _plot(run_dir: Path, history: list[dict]) -> None:
     plt.close(fig)
 
 
+def state_dict_sha256(model: torch.nn.Module) -> str:
+    """SHA-256 over every tensor of the state dict (names, dtypes, shapes and bytes), so two
+    models hash alike only when bit-identical, buffers included."""
+    h = hashlib.sha256()
+    for name, tensor in model.state_dict().items():
+        t = tensor.detach().cpu().contiguous()
+        h.update(f"{name}:{t.dtype}:{tuple(t.shape)};".encode())
+        h.update(t.view(-1).view(torch.uint8).numpy().tobytes() if t.numel() else b"")
+    return h.hexdigest()
+
+
 def _write_rank_digest(run_dir: Path, model, ctx: DistributedContext) -> None:
     """Each rank records a digest of its final weights: DDP keeps them identical."""
     flat = torch.cat([p.detach().float().cpu().flatten() for p in model.parameters()])
     digest = {
         "rank": ctx.rank,
+        "world_size": ctx.world_size,
+        "backend": dist.get_backend() if dist.is_initialized() else None,
+        "sha256": state_dict_sha256(model),
         "sum": float(flat.sum()),
         "abs_sum": float(flat.abs().sum()),
         "first": flat[:8].tolist(),
     }
-    (run_dir / f"rank{ctx.rank}_digest.json").write_text(json.dumps(digest) + "\n")
+    atomic_write_bytes(run_dir / f"rank{ctx.rank}_digest.json", lambda p: p.write_text(json.dumps(digest) + "\n"))

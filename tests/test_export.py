@@ -1,0 +1,190 @@
+"""Export a run, load it back with ``bratseg.from_pretrained``: same predictions, no pickles.
+
+A tiny run (synthetic cache, 64 x 64 slices, resnet18, a few batches) is trained once per
+module; every test exports it into its own folder.
+"""
+
+from __future__ import annotations
+
+import json
+import pickle
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from safetensors.torch import load_file
+
+import bratseg
+from bratseg.errors import ModelLoadError
+from bratseg.export import MODEL_FILES, export_run
+from bratseg.inference.predictor import Segmenter
+from bratseg.model.unet import build_unet
+from bratseg.preprocessing.cache import build_cache
+from bratseg.preprocessing.config import PreprocessingConfig
+from bratseg.training.config import TrainConfig
+from bratseg.training.trainer import train
+
+# Share of voxels on which a float16 export must agree with the float32 weights. Rounding the
+# weights to float16 (11-bit mantissa) moves logits by ~1e-3 relative; only voxels whose
+# logit sits that close to the 0 threshold can flip, a thin shell on the tumour borders.
+FLOAT16_AGREEMENT = 0.999
+
+
+@pytest.fixture(scope="module", autouse=True)
+def one_thread():
+    """One torch thread: on the busy 2-core test machine, two threads contend with the other
+    processes and run several times slower."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+@pytest.fixture(scope="session")
+def tiny_cache(synthetic_root: Path, tmp_path_factory) -> Path:
+    """The synthetic cases cached as 64 x 64 slices (shared by the training test modules)."""
+    out = tmp_path_factory.getbasetemp() / "tiny_cache_64"
+    if not (out / "split.json").exists():
+        build_cache(synthetic_root, out, PreprocessingConfig(crop_size=(64, 64)), workers=1, progress=False)
+    return out
+
+
+@pytest.fixture(scope="module")
+def run_dir(tiny_cache: Path, tmp_path_factory) -> Path:
+    """Two short epochs: enough for a model whose logits are not all near zero."""
+    config = TrainConfig(
+        epochs=2, batch_size=8, max_train_batches=4, num_workers=0, augment=False, modality_dropout=0.0, threads=1
+    )
+    return train(tiny_cache, tmp_path_factory.mktemp("export_run") / "run", config)
+
+
+@pytest.fixture(scope="module")
+def case(synthetic_root: Path) -> Path:
+    """A validation case of the tiny run (never trained on)."""
+    return synthetic_root / "SYNTHETIC_002"
+
+
+def direct_segmenter(run_dir: Path) -> Segmenter:
+    """A Segmenter built from the run's best weights without any export."""
+    config = json.loads((run_dir / "train_config.json").read_text())
+    prep = PreprocessingConfig.from_json(run_dir / "preprocessing.json")
+    model = build_unet(encoder_name=config["encoder"], in_channels=len(prep.modalities), classes=3)
+    model.load_state_dict(load_file(str(run_dir / "best.safetensors")))
+    return Segmenter(model, prep, config["target"], precision="fp32")
+
+
+def test_float32_export_is_exact(run_dir: Path, case: Path, tmp_path: Path):
+    out = export_run(run_dir, tmp_path / "model", dtype="float32")
+    # Only safetensors weights and JSON/Markdown: nothing in the folder is a pickle.
+    assert {p.name for p in out.iterdir()} == MODEL_FILES
+    best, exported = load_file(str(run_dir / "best.safetensors")), load_file(str(out / "model.safetensors"))
+    assert best.keys() == exported.keys()
+    assert all(torch.equal(best[k], exported[k]) for k in best)
+    assert json.loads((out / "bratseg.json").read_text())["weights_dtype"] == "float32"
+
+    expected = direct_segmenter(run_dir).predict(case)
+    loaded = bratseg.from_pretrained(out, precision="fp32")
+    got = loaded.predict(case)
+    # Several labels, so there are decision boundaries to disagree on.
+    assert len(np.unique(expected)) >= 3, "the tiny model predicts one label: the comparison would be vacuous"
+    np.testing.assert_array_equal(got, expected)
+
+
+def test_float16_export_agrees(run_dir: Path, case: Path, tmp_path: Path):
+    out = export_run(run_dir, tmp_path / "model")  # the default: float16 weights
+    stored = load_file(str(out / "model.safetensors"))
+    assert {v.dtype for v in stored.values() if v.is_floating_point()} == {torch.float16}
+    assert json.loads((out / "bratseg.json").read_text())["weights_dtype"] == "float16"
+    assert (out / "model.safetensors").stat().st_size < 0.6 * (run_dir / "best.safetensors").stat().st_size
+
+    expected = direct_segmenter(run_dir).predict(case)
+    got = bratseg.from_pretrained(out, precision="fp32").predict(case)
+    agreement = float((got == expected).mean())
+    assert agreement >= FLOAT16_AGREEMENT, f"float16 export agrees on {agreement:.5%} of voxels"
+
+
+def test_the_run_exports_itself_at_the_end(run_dir: Path):
+    assert {p.name for p in (run_dir / "model").iterdir()} == MODEL_FILES
+    meta = json.loads((run_dir / "model" / "bratseg.json").read_text())
+    assert meta["best_epoch"] in (1, 2) and meta["train_config"]["epochs"] == 2
+
+
+class _Boom:
+    """Unpickling this creates a marker folder: proof that a pickle was loaded."""
+
+    def __init__(self, marker: Path):
+        self.marker = marker
+
+    def __reduce__(self):
+        import os
+
+        return (os.mkdir, (str(self.marker),))
+
+
+def test_loading_never_unpickles(run_dir: Path, case: Path, tmp_path: Path, monkeypatch):
+    out = export_run(run_dir, tmp_path / "model", dtype="float32")
+    marker = tmp_path / "unpickled"
+    # A stray PyTorch pickle beside the safetensors weights must be ignored, never loaded.
+    (out / "pytorch_model.bin").write_bytes(pickle.dumps(_Boom(marker)))
+
+    def refuse(*args, **kwargs):
+        raise AssertionError("from_pretrained unpickled something")
+
+    monkeypatch.setattr(torch, "load", refuse)
+    monkeypatch.setattr(pickle, "load", refuse)
+    monkeypatch.setattr(pickle, "loads", refuse)
+    segmenter = bratseg.from_pretrained(out, precision="fp32")
+    monkeypatch.undo()
+    assert not marker.exists()
+    np.testing.assert_array_equal(segmenter.predict(case), direct_segmenter(run_dir).predict(case))
+
+
+def test_missing_weights_are_refused_even_beside_a_pickle(run_dir: Path, tmp_path: Path):
+    out = export_run(run_dir, tmp_path / "model", dtype="float32")
+    weights = load_file(str(out / "model.safetensors"))
+    (out / "model.safetensors").unlink()
+    torch.save(weights, out / "pytorch_model.bin")  # what a fallback to pickles would load
+    with pytest.raises(ModelLoadError, match=r"missing model\.safetensors"):
+        bratseg.from_pretrained(out)
+
+
+def test_wrong_number_of_modalities_is_refused(run_dir: Path, tmp_path: Path):
+    out = export_run(run_dir, tmp_path / "model", dtype="float32")
+    prep = json.loads((out / "preprocessing.json").read_text())
+    prep["modalities"] = ["flair", "t1ce"]
+    (out / "preprocessing.json").write_text(json.dumps(prep))
+    with pytest.raises(ModelLoadError, match=r"4 input channels but preprocessing\.json lists 2 modalities"):
+        bratseg.from_pretrained(out)
+
+
+def test_export_replaces_an_earlier_export_only(run_dir: Path, tmp_path: Path):
+    out = export_run(run_dir, tmp_path / "model")
+    (out / "README.md").write_text("stale")
+    export_run(run_dir, out)  # an earlier export is replaced
+    assert (out / "README.md").read_text() != "stale"
+    assert not list(tmp_path.glob(".model*")), "temporary or backup folders left behind"
+
+    # Anything else is refused: the run itself, the folder of runs, a folder with other files.
+    before = sorted(p.name for p in run_dir.iterdir())
+    for target in (run_dir, run_dir.parent):
+        with pytest.raises(FileExistsError, match="not a bratseg model folder"):
+            export_run(run_dir, target)
+    assert sorted(p.name for p in run_dir.iterdir()) == before
+    other = tmp_path / "notes"
+    other.mkdir()
+    (other / "notes.txt").write_text("keep me")
+    with pytest.raises(FileExistsError, match="notes.txt"):
+        export_run(run_dir, other)
+    assert (other / "notes.txt").read_text() == "keep me"
+
+
+def test_cli_export(run_dir: Path, tmp_path: Path, capsys):
+    from bratseg.cli import main
+
+    assert main(["export", str(run_dir), "--out", str(tmp_path / "m")]) == 0
+    assert "model written to" in capsys.readouterr().out
+    assert main(["export", str(run_dir), "--out", str(run_dir)]) == 2
+    assert "not a bratseg model folder" in capsys.readouterr().err
+    shutil.rmtree(tmp_path / "m")
