@@ -22,6 +22,12 @@ class InvalidCaseError(BratsegError):
         where = f"{self.path.name}: " if self.path is not None else ""
         super().__init__(f"{where}{problem}")
 
+    def __reduce__(self):
+        # The default reduce re-creates the error from its message alone, which this
+        # __init__ does not accept; an error raised in a cache worker process would then
+        # fail to unpickle and surface as BrokenProcessPool instead of this error.
+        return (type(self), (self.path, self.problem))
+
 
 class MissingModalityError(InvalidCaseError):
     """A modality the model needs (FLAIR or T1ce) is absent."""

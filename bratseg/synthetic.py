@@ -20,6 +20,7 @@ from pathlib import Path
 import nibabel as nib
 import numpy as np
 
+from bratseg.data.labels import LabelScheme
 from bratseg.data.layout import Case
 
 # Mean intensity of (brain, edema, enhancing rim, necrosis) per modality, raw-scanner-like.
@@ -60,20 +61,48 @@ def synthetic_volumes(
     return images, label
 
 
-def write_synthetic_case(folder: str | Path, shape: tuple[int, int, int] = (240, 240, 155), seed: int = 0) -> Case:
-    """Write a synthetic case in BraTS 2018-2020 naming (``<case>_flair.nii.gz`` ...) and
-    return it. The folder name is the case id."""
+# File-name endings of each naming scheme bratseg reads (see bratseg.data.layout).
+_NAMINGS: dict[str, dict[str, str]] = {
+    "brats2020": {"flair": "_flair", "t1": "_t1", "t1ce": "_t1ce", "t2": "_t2", "seg": "_seg"},
+    "brats2023": {"flair": "-t2f", "t1": "-t1n", "t1ce": "-t1c", "t2": "-t2w", "seg": "-seg"},
+}
+
+
+def write_synthetic_case(
+    folder: str | Path,
+    shape: tuple[int, int, int] = (240, 240, 155),
+    seed: int = 0,
+    naming: LabelScheme = "brats2020",
+    suffix: str = ".nii.gz",
+    with_label: bool = True,
+) -> Case:
+    """Write a synthetic case and return it. The folder name is the case id.
+
+    ``naming`` picks BraTS 2018-2020 names (``<case>_flair``, ``_t1ce``, ..., labels 0/1/2/4)
+    or BraTS 2023 names (``<case>-t2f``, ``-t1c``, ..., enhancing label 3); ``suffix`` is
+    ``.nii.gz`` or ``.nii`` (uncompressed, as in the Kaggle BraTS 2020 download);
+    ``with_label=False`` writes no label file, like a validation-set case.
+    """
+    if naming not in _NAMINGS:
+        raise ValueError(f"unknown naming {naming!r}; known: {sorted(_NAMINGS)}")
+    if suffix not in (".nii.gz", ".nii"):
+        raise ValueError(f"suffix must be .nii.gz or .nii, not {suffix!r}")
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     images, label = synthetic_volumes(shape, seed)
     affine = np.diag([-1.0, -1.0, 1.0, 1.0])
+    ends = _NAMINGS[naming]
     paths = {}
     for modality, data in images.items():
-        paths[modality] = folder / f"{folder.name}_{modality}.nii.gz"
+        paths[modality] = folder / f"{folder.name}{ends[modality]}{suffix}"
         nib.save(nib.Nifti1Image(data, affine), str(paths[modality]))
-    seg = folder / f"{folder.name}_seg.nii.gz"
-    nib.save(nib.Nifti1Image(label, affine), str(seg))
-    return Case(folder.name, paths, seg, "brats2020", folder)
+    seg = None
+    if with_label:
+        if naming == "brats2023":
+            label = np.where(label == 4, 3, label).astype(np.uint8)
+        seg = folder / f"{folder.name}{ends['seg']}{suffix}"
+        nib.save(nib.Nifti1Image(label, affine), str(seg))
+    return Case(folder.name, paths, seg, naming, folder)
 
 
 def write_synthetic_dataset(root: str | Path, n_cases: int, shape=(96, 96, 48)) -> list[Case]:

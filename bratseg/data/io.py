@@ -46,10 +46,13 @@ def load_volume(path: str | Path, dtype: type = np.float32) -> Volume:
     try:
         img = nib.load(str(path))
         data = np.asanyarray(img.dataobj)
-    except (nib.filebasedimages.ImageFileError, EOFError, zlib.error, gzip.BadGzipFile) as exc:
-        raise InvalidCaseError(path, f"not a readable NIfTI file ({exc})") from None
+    except (nib.filebasedimages.ImageFileError, gzip.BadGzipFile) as exc:
+        raise InvalidCaseError(path, f"not a readable NIfTI file ({_one_line(exc)})") from None
+    except (EOFError, zlib.error) as exc:
+        # gzip stream cut short or damaged: typically an interrupted download or copy.
+        raise InvalidCaseError(path, f"truncated or corrupt gzip data ({_one_line(exc)})") from None
     except (OSError, ValueError) as exc:
-        raise InvalidCaseError(path, f"unreadable or truncated NIfTI file ({exc})") from None
+        raise InvalidCaseError(path, f"unreadable or truncated NIfTI file ({_one_line(exc)})") from None
     if data.ndim == 4 and data.shape[3] == 1:
         data = data[..., 0]
     if data.ndim != 3:
@@ -60,6 +63,12 @@ def load_volume(path: str | Path, dtype: type = np.float32) -> Volume:
         raise InvalidCaseError(path, f"{count} voxels are NaN or infinite")
     header = img.header.copy()
     return Volume(data, img.affine.copy(), header, path)
+
+
+def _one_line(exc: BaseException) -> str:
+    """The exception's text on one line: nibabel's messages can span lines, and the CLI
+    prints errors as a single line."""
+    return " ".join(str(exc).split())
 
 
 @dataclass

@@ -34,17 +34,25 @@ REGION_NAMES = {"WT": "whole tumour", "TC": "tumour core", "ET": "enhancing tumo
 def to_internal(seg: np.ndarray, scheme: LabelScheme = "brats2020") -> np.ndarray:
     """Map an on-disk label map to the internal 0..3 labels (uint8).
 
-    Raises ``ValueError`` listing the values outside the scheme.
+    Raises ``ValueError`` listing the values outside the scheme (fractional values included).
     """
     values = SCHEME_VALUES[scheme]
     lut = np.full(256, 255, dtype=np.uint8)
     for internal, on_disk in enumerate(values):
         lut[on_disk] = internal
     seg_int = np.rint(seg).astype(np.int64, copy=False)
-    bad = (seg_int < 0) | (seg_int > 255)
-    if not bad.any():
-        out = lut[seg_int]
-        bad = out == 255
+    if np.issubdtype(seg.dtype, np.floating):
+        # Fractional labels mean a label map resampled with interpolation: rounding them
+        # would silently invent classes at tumour borders.
+        fractional = np.abs(seg - seg_int) > 1e-3
+        if fractional.any():
+            found = sorted({float(v) for v in np.unique(seg[fractional])[:10]})
+            raise ValueError(f"label values {found} are not integers; the {scheme} scheme is {list(values)}")
+    # Look values up clipped to the table, then flag both clipped and unmapped ones, so the
+    # message lists every bad value, not only those outside 0..255.
+    clipped = np.clip(seg_int, 0, 255)
+    out = lut[clipped]
+    bad = (out == 255) | (clipped != seg_int)
     if bad.any():
         found = sorted({int(v) for v in np.unique(seg_int[bad])[:10]})
         raise ValueError(f"label values {found} are not in the {scheme} scheme {list(values)}")

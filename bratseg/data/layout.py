@@ -164,7 +164,15 @@ def find_cases(root: str | Path) -> list[Case]:
     if root.is_file():
         raise InvalidCaseError(root, "is a file; give a folder of cases or a case folder")
     cases = []
-    for dirpath, _dirnames, filenames in os.walk(root, followlinks=False):
+    # Follow symlinked folders (a folder of links to case folders is a common way to pick
+    # a subset of a dataset), but visit each real folder once so a link cycle cannot loop.
+    seen: set[str] = set()
+    for dirpath, dirnames, filenames in os.walk(root, followlinks=True):
+        real = os.path.realpath(dirpath)
+        if real in seen:
+            dirnames.clear()
+            continue
+        seen.add(real)
         if any((hit := modality_of(f)) is not None and hit[0] == "flair" for f in filenames):
             cases.append(case_from_folder(dirpath))
     return sorted(cases, key=lambda c: c.case_id)

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import csv
 import json
+import multiprocessing
 import random
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
@@ -75,6 +76,21 @@ def _cache_one(case: Case, config: PreprocessingConfig, part: Path) -> str:
     return case.case_id
 
 
+def _worker_context() -> multiprocessing.context.BaseContext:
+    """Start method of the cache workers.
+
+    A fresh process per case would otherwise be *spawned* (the default with
+    ``max_tasks_per_child``), and each would import torch and the package again: seconds per
+    case. Workers forked from a forkserver that has imported this module once start in
+    milliseconds, still without inheriting the parent's memory.
+    """
+    if "forkserver" not in multiprocessing.get_all_start_methods():
+        return multiprocessing.get_context("spawn")
+    ctx = multiprocessing.get_context("forkserver")
+    ctx.set_forkserver_preload([__name__])
+    return ctx
+
+
 def split_cases(case_ids: list[str], val_fraction: float, seed: int) -> dict:
     """Deterministic case-level split: the same ids and seed always give the same split."""
     ids = sorted(case_ids)
@@ -108,6 +124,18 @@ def build_cache(
         (4, 64, 64)
     """
     config = config or PreprocessingConfig()
+    # Find and check the input before touching out_dir, so a wrong DATA_DIR leaves nothing behind.
+    cases = [c for c in find_cases(data_dir) if c.label is not None]
+    if not cases:
+        raise CacheError(f"{data_dir}: no labelled cases found")
+    folders: dict[str, Path | None] = {}
+    for c in cases:
+        if c.case_id in folders:
+            # Parts, manifest rows and the split are keyed by case id: two folders of one
+            # name would overwrite each other's slices and could land on both sides of the split.
+            raise CacheError(f"{data_dir}: two case folders are named {c.case_id}: {folders[c.case_id]} and {c.folder}")
+        folders[c.case_id] = c.folder
+
     out_dir = Path(out_dir)
     parts_dir = out_dir / "parts"
     parts_dir.mkdir(parents=True, exist_ok=True)
@@ -116,30 +144,47 @@ def build_cache(
         raise CacheError(
             f"{config_path}: the cache was started with another preprocessing config; use a new --out folder"
         )
-    config.to_json(config_path)
+    # Atomic, so a build killed while writing it cannot leave a truncated JSON that blocks resuming.
+    atomic_write_bytes(config_path, config.to_json)
+    _remove_stale_temp_files(out_dir, parts_dir)
 
-    cases = [c for c in find_cases(data_dir) if c.label is not None]
-    if not cases:
-        raise CacheError(f"{data_dir}: no labelled cases found")
     todo = [c for c in cases if not (parts_dir / f"{c.case_id}.npz").exists()]
     bar = tqdm(total=len(cases), initial=len(cases) - len(todo), desc="cache", unit="case", disable=not progress)
-    if todo:
-        if workers > 1:
+    try:
+        if todo and workers > 1:
             # max_tasks_per_child=1 gives each case a fresh process: memory stays flat.
-            with ProcessPoolExecutor(max_workers=workers, max_tasks_per_child=1) as pool:
+            with ProcessPoolExecutor(max_workers=workers, mp_context=_worker_context(), max_tasks_per_child=1) as pool:
                 futures = [pool.submit(_cache_one, c, config, parts_dir / f"{c.case_id}.npz") for c in todo]
-                for fut in futures:
-                    fut.result()
-                    bar.update()
+                try:
+                    for fut in futures:
+                        fut.result()
+                        bar.update()
+                except BaseException:
+                    # Report a bad case now rather than after every queued case has run;
+                    # the parts finished so far stay for the next (resumed) build.
+                    pool.shutdown(cancel_futures=True)
+                    raise
         else:
             for c in todo:
                 _cache_one(c, config, parts_dir / f"{c.case_id}.npz")
                 bar.update()
-    bar.close()
+    finally:
+        # Close before any error is printed, so the error is the last line on the terminal.
+        bar.close()
     _consolidate([c.case_id for c in cases], parts_dir, out_dir)
     split = split_cases([c.case_id for c in cases], val_fraction, seed)
     atomic_write_bytes(out_dir / "split.json", lambda p: p.write_text(json.dumps(split, indent=2) + "\n"))
     return out_dir
+
+
+def _remove_stale_temp_files(out_dir: Path, parts_dir: Path) -> None:
+    """Delete the temp files a killed build left behind (``atomic_write_bytes`` names them
+    ``.<name>.<random>.tmp``; the labels array is written beside the images one with a
+    ``.labels`` ending): nothing reuses them, and an array's can be gigabytes."""
+    for folder in (out_dir, parts_dir):
+        for pattern in (".*.tmp", ".*.tmp.labels"):
+            for path in folder.glob(pattern):
+                path.unlink(missing_ok=True)
 
 
 def _consolidate(case_ids: list[str], parts_dir: Path, out_dir: Path) -> None:

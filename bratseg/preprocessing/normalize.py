@@ -21,7 +21,7 @@ def zscore(data: np.ndarray, mask: np.ndarray) -> np.ndarray:
     Example:
         >>> import numpy as np
         >>> x = np.array([0, 10, 20, 30], dtype=np.int16)
-        >>> zscore(x, x != 0).round(3).tolist()
+        >>> [round(float(v), 3) for v in zscore(x, x != 0)]
         [0.0, -1.225, 0.0, 1.225]
     """
     values = data[mask].astype(np.float64)

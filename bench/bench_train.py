@@ -1,0 +1,81 @@
+"""Training throughput (slices per second) of a training config on this machine.
+
+Runs the real training step (the config's model, loss, AdamW, autocast, data loader with
+augmentation and modality dropout over the memory-mapped cache) for a few batches, several
+times, and prints the median.
+
+    python bench/bench_train.py --cache cache/brats18 --config training/brats18_cpu.json [--steps 20 --repeats 3]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import time
+from pathlib import Path
+
+import torch
+from torch.utils.data import DataLoader
+
+from bratseg.model.unet import build_unet
+from bratseg.training.config import TrainConfig
+from bratseg.training.dataset import SliceDataset, seed_worker
+from bratseg.training.losses import build_loss
+from bratseg.training.trainer import _autocast
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--cache", type=Path, required=True)
+    parser.add_argument("--config", type=Path, required=True)
+    parser.add_argument("--steps", type=int, default=20)
+    parser.add_argument("--repeats", type=int, default=3)
+    args = parser.parse_args()
+    cfg = TrainConfig.from_json(args.config)
+    if cfg.threads:
+        torch.set_num_threads(cfg.threads)
+    split = json.loads((args.cache / "split.json").read_text())
+    dataset = SliceDataset(args.cache, split["train"], cfg.target, cfg.augment, cfg.modality_dropout)
+    model = build_unet(encoder_name=cfg.encoder, in_channels=4, classes=3 if cfg.target == "regions" else 4)
+    model = model.to(memory_format=torch.channels_last).train()
+    optimizer = torch.optim.AdamW(model.parameters(), lr=cfg.lr)
+    loss_fn = build_loss(cfg.target)
+    device = torch.device("cpu")
+    rates = []
+    for repeat in range(args.repeats + 1):
+        loader = DataLoader(
+            dataset,
+            batch_size=cfg.batch_size,
+            shuffle=True,
+            num_workers=cfg.num_workers,
+            worker_init_fn=seed_worker,
+            drop_last=True,
+            generator=torch.Generator().manual_seed(repeat),
+        )
+        it = iter(loader)
+        next(it)  # worker start-up is not throughput
+        t0 = time.perf_counter()
+        for _ in range(args.steps):
+            image, target = next(it)
+            with _autocast(device, cfg.amp):
+                logits = model(image.contiguous(memory_format=torch.channels_last))
+            loss = loss_fn(logits.float(), target)
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+        if repeat:  # the first repeat warms up allocators and kernels
+            rates.append(args.steps * cfg.batch_size / (time.perf_counter() - t0))
+        del it, loader
+    print(
+        f"config {args.config}: encoder {cfg.encoder}, batch {cfg.batch_size}, amp {cfg.amp}, "
+        f"threads {torch.get_num_threads()}, workers {cfg.num_workers}"
+    )
+    print(
+        f"training throughput: {statistics.median(rates):.1f} slices/s "
+        f"(median of {args.repeats} x {args.steps} steps; runs: {', '.join(f'{r:.1f}' for r in rates)})"
+    )
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,343 @@
+"""Reading and validating volumes and cases (bratseg.data.io): the real data, the naming
+schemes' label conventions, and one typed error per kind of bad input.
+
+Bad inputs are written at test time in tmp_path from small synthetic cases.
+"""
+
+from __future__ import annotations
+
+import doctest
+import gzip
+import importlib
+import os
+import pickle
+from pathlib import Path
+
+import nibabel as nib
+import numpy as np
+import pytest
+
+from bratseg.data.io import CaseVolumes, atomic_write_bytes, load_case, load_volume, save_labels
+from bratseg.data.layout import Case, case_from_folder
+from bratseg.errors import InvalidCaseError, MissingModalityError
+from bratseg.synthetic import synthetic_volumes, write_synthetic_case
+
+SMALL = (32, 32, 16)
+AFFINE = np.diag([-1.0, -1.0, 1.0, 1.0])
+
+
+def _raw(path: Path) -> np.ndarray:
+    return np.asanyarray(nib.load(str(path)).dataobj)
+
+
+# --- the real data -------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def brats18_loaded(brats18_case: Path) -> tuple[Case, CaseVolumes]:
+    case = case_from_folder(brats18_case)
+    return case, load_case(case)
+
+
+def test_load_real_brats2018_case(brats18_loaded: tuple[Case, CaseVolumes]) -> None:
+    case, vols = brats18_loaded
+    assert vols.case_id == case.case_id
+    assert sorted(vols.images) == ["flair", "t1", "t1ce", "t2"]
+    assert vols.shape == (240, 240, 155)
+    assert vols.spacing == (1.0, 1.0, 1.0)
+    for data in vols.images.values():
+        assert data.dtype == np.float32 and data.shape == (240, 240, 155)
+    np.testing.assert_array_equal(vols.images["t1ce"], _raw(case.images["t1ce"]).astype(np.float32))
+    raw = _raw(case.label)
+    assert set(np.unique(raw).tolist()) == {0, 1, 2, 4}
+    assert vols.label.dtype == np.uint8
+    # on-disk 4 (enhancing) is internal 3; 0/1/2 keep their values
+    np.testing.assert_array_equal(vols.label, np.where(raw == 4, 3, raw))
+    np.testing.assert_allclose(vols.affine, nib.load(str(case.images["flair"])).affine)
+
+
+def test_load_real_unlabelled_cases(tcga_case: Path, brats2023_case: Path) -> None:
+    for folder in (tcga_case, brats2023_case):
+        vols = load_case(case_from_folder(folder))
+        assert vols.label is None
+        assert vols.shape == (240, 240, 155)
+        assert sorted(vols.images) == ["flair", "t1", "t1ce", "t2"]
+        assert all(np.any(d) for d in vols.images.values())
+
+
+def test_with_label_false_skips_label(brats18_case: Path) -> None:
+    assert load_case(case_from_folder(brats18_case), with_label=False).label is None
+
+
+# --- synthetic namings and file formats ----------------------------------------------------
+
+
+def test_kaggle_nii_case_355_misnamed_label(tmp_path: Path) -> None:
+    folder = tmp_path / "MICCAI_BraTS2020_TrainingData" / "BraTS20_Training_355"
+    written = write_synthetic_case(folder, SMALL, seed=5, suffix=".nii")
+    misnamed = written.label.rename(folder / "W39_1998.09.19_Segm.nii")
+    case = case_from_folder(folder)
+    assert case.label == misnamed
+    vols = load_case(case)
+    raw = _raw(misnamed)
+    # uncompressed files: no gzip magic number
+    assert misnamed.read_bytes()[:2] != b"\x1f\x8b"
+    np.testing.assert_array_equal(vols.label, np.where(raw == 4, 3, raw))
+    assert set(np.unique(vols.label).tolist()) == {0, 1, 2, 3}
+
+
+def test_validation_case_without_label(tmp_path: Path) -> None:
+    folder = tmp_path / "BraTS20_Validation_001"
+    write_synthetic_case(folder, SMALL, suffix=".nii", with_label=False)
+    vols = load_case(case_from_folder(folder))
+    assert vols.label is None and sorted(vols.images) == ["flair", "t1", "t1ce", "t2"]
+
+
+def test_brats2023_enhancing_label_3_maps_to_internal_3_and_is_written_as_4(tmp_path: Path) -> None:
+    case = write_synthetic_case(tmp_path / "BraTS-GLI-00003-000", SMALL, seed=4, naming="brats2023")
+    raw = _raw(case.label)
+    assert set(np.unique(raw).tolist()) == {0, 1, 2, 3}
+    vols = load_case(case_from_folder(case.folder))
+    np.testing.assert_array_equal(vols.label, raw)  # 2023 values are the internal ones
+    for suffix in (".nii.gz", ".nii"):
+        out = save_labels(vols.label, vols, tmp_path / f"pred{suffix}")
+        assert (out.read_bytes()[:2] == b"\x1f\x8b") == (suffix == ".nii.gz")
+        img = nib.load(str(out))
+        written = np.asanyarray(img.dataobj)
+        assert written.dtype == np.uint8
+        np.testing.assert_array_equal(written, np.where(raw == 3, 4, raw))
+        np.testing.assert_allclose(img.affine, vols.affine)
+    assert sorted(p.name for p in tmp_path.iterdir() if p.is_file()) == ["pred.nii", "pred.nii.gz"]
+
+
+def test_same_case_in_both_namings_loads_identically(tmp_path: Path) -> None:
+    a = load_case(write_synthetic_case(tmp_path / "A", SMALL, seed=9))
+    b = load_case(write_synthetic_case(tmp_path / "B", SMALL, seed=9, naming="brats2023", suffix=".nii"))
+    np.testing.assert_array_equal(a.label, b.label)
+    for modality in a.images:
+        np.testing.assert_array_equal(a.images[modality], b.images[modality])
+
+
+def test_save_labels_on_real_grid_round_trips(brats18_loaded: tuple[Case, CaseVolumes], tmp_path: Path) -> None:
+    case, vols = brats18_loaded
+    out = save_labels(vols.label, vols, tmp_path / "seg.nii.gz")
+    np.testing.assert_array_equal(_raw(out), _raw(case.label))
+    assert nib.load(str(out)).header.get_data_dtype() == np.uint8
+    np.testing.assert_allclose(nib.load(str(out)).affine, vols.affine)
+
+
+def test_four_d_singleton_is_squeezed_and_accepted(tmp_path: Path) -> None:
+    case = write_synthetic_case(tmp_path / "S4D", SMALL, seed=1)
+    flair = case.images["flair"]
+    data = _raw(flair)
+    nib.save(nib.Nifti1Image(data[..., None], AFFINE), str(flair))
+    assert nib.load(str(flair)).shape == (*SMALL, 1)
+    vol = load_volume(flair)
+    assert vol.data.shape == SMALL
+    np.testing.assert_array_equal(vol.data, data)
+    vols = load_case(case_from_folder(case.folder))  # other modalities are 3-D: same grid after squeezing
+    assert vols.shape == SMALL
+    # a label written on that grid is 3-D
+    out = save_labels(vols.label, vols, tmp_path / "out.nii.gz")
+    assert nib.load(str(out)).shape == SMALL
+
+
+# --- bad inputs: each a typed error naming the file and the problem ------------------------
+
+
+@pytest.fixture
+def case(tmp_path: Path) -> Case:
+    """A small valid case whose files the tests below break one at a time."""
+    return write_synthetic_case(tmp_path / "BAD_001", SMALL, seed=7)
+
+
+def _expect(case: Case, culprit: Path, problem: str, error: type[InvalidCaseError] = InvalidCaseError) -> str:
+    """load_case fails with ``error`` whose message starts with the culprit's file name and
+    names the problem, on one line (the CLI prints it as is)."""
+    with pytest.raises(error) as info:
+        load_case(case_from_folder(case.folder))
+    message = str(info.value)
+    assert message.startswith(f"{culprit.name}: "), message
+    assert problem in message, message
+    assert "\n" not in message
+    assert info.value.path == culprit
+    return message
+
+
+def test_not_nifti(case: Case) -> None:
+    case.images["t1ce"].write_text("this is not an image\n")
+    _expect(case, case.images["t1ce"], "not a readable NIfTI file")
+
+
+def test_not_nifti_uncompressed(tmp_path: Path) -> None:
+    bogus = tmp_path / "X_flair.nii"
+    bogus.write_bytes(os.urandom(600))
+    with pytest.raises(InvalidCaseError, match=r"^X_flair.nii: not a readable NIfTI file"):
+        load_volume(bogus)
+
+
+def test_truncated_gzip(case: Case) -> None:
+    flair = case.images["flair"]
+    blob = flair.read_bytes()
+    flair.write_bytes(blob[: len(blob) // 2])
+    _expect(case, flair, "truncated")
+
+
+def test_truncated_uncompressed(tmp_path: Path) -> None:
+    case = write_synthetic_case(tmp_path / "TRUNC", SMALL, suffix=".nii")
+    t2 = case.images["t2"]
+    blob = t2.read_bytes()
+    t2.write_bytes(blob[: len(blob) - 1000])
+    _expect(case, t2, "truncated")
+
+
+def test_gzip_of_garbage(tmp_path: Path) -> None:
+    bad = tmp_path / "G_flair.nii.gz"
+    bad.write_bytes(gzip.compress(b"\x00" * 10))
+    with pytest.raises(InvalidCaseError, match=r"^G_flair.nii.gz: "):
+        load_volume(bad)
+
+
+def test_two_d_image(case: Case) -> None:
+    t1 = case.images["t1"]
+    nib.save(nib.Nifti1Image(_raw(t1)[..., 8], AFFINE), str(t1))
+    _expect(case, t1, "expected a 3-D volume, got shape (32, 32)")
+
+
+def test_four_d_with_several_volumes(case: Case) -> None:
+    t1 = case.images["t1"]
+    data = _raw(t1)
+    nib.save(nib.Nifti1Image(np.stack([data, data], axis=-1), AFFINE), str(t1))
+    _expect(case, t1, "expected a 3-D volume, got shape (32, 32, 16, 2)")
+
+
+def test_modalities_of_different_shapes(case: Case) -> None:
+    t2 = case.images["t2"]
+    nib.save(nib.Nifti1Image(_raw(t2)[:, :, :15], AFFINE), str(t2))
+    _expect(case, t2, "shape (32, 32, 15) differs from BAD_001_flair.nii.gz's (32, 32, 16)")
+
+
+def test_label_of_different_shape(case: Case) -> None:
+    nib.save(nib.Nifti1Image(_raw(case.label)[:31], AFFINE), str(case.label))
+    _expect(case, case.label, "differs from BAD_001_flair.nii.gz's")
+
+
+def test_modalities_of_different_affines(case: Case) -> None:
+    t1ce = case.images["t1ce"]
+    shifted = AFFINE.copy()
+    shifted[0, 3] = 2.0  # 2 mm off: not co-registered
+    nib.save(nib.Nifti1Image(_raw(t1ce), shifted), str(t1ce))
+    _expect(case, t1ce, "affine differs from BAD_001_flair.nii.gz's")
+
+
+def test_affine_within_float_precision_is_accepted(case: Case) -> None:
+    t1ce = case.images["t1ce"]
+    nudged = AFFINE.copy()
+    nudged[0, 3] = 1e-5
+    nib.save(nib.Nifti1Image(_raw(t1ce), nudged), str(t1ce))
+    assert load_case(case_from_folder(case.folder)).shape == SMALL
+
+
+def test_nan_voxels(case: Case) -> None:
+    t2 = case.images["t2"]
+    data = _raw(t2).astype(np.float32)
+    data[3, 4, 5] = np.nan
+    data[6, 7, 8] = np.inf
+    nib.save(nib.Nifti1Image(data, AFFINE), str(t2))
+    _expect(case, t2, "2 voxels are NaN or infinite")
+
+
+def test_empty_brain(case: Case) -> None:
+    flair = case.images["flair"]
+    nib.save(nib.Nifti1Image(np.zeros(SMALL, np.int16), AFFINE), str(flair))
+    _expect(case, flair, "empty (every voxel is 0)")
+
+
+def test_label_values_outside_brats2020_scheme(case: Case) -> None:
+    seg = _raw(case.label).copy()
+    seg[0, 0, 0] = 3  # a BraTS 2023 value in a BraTS 2020 label map
+    seg[0, 0, 1] = 7
+    nib.save(nib.Nifti1Image(seg, AFFINE), str(case.label))
+    _expect(case, case.label, "label values [3, 7] are not in the brats2020 scheme [0, 1, 2, 4]")
+
+
+def test_label_values_outside_brats2023_scheme(tmp_path: Path) -> None:
+    case = write_synthetic_case(tmp_path / "BraTS-GLI-00009-000", SMALL, naming="brats2023")
+    seg = _raw(case.label).copy()
+    seg[0, 0, 0] = 4  # a BraTS 2020 value in a BraTS 2023 label map
+    nib.save(nib.Nifti1Image(seg, AFFINE), str(case.label))
+    _expect(case, case.label, "label values [4] are not in the brats2023 scheme [0, 1, 2, 3]")
+
+
+def test_fractional_label_values(case: Case) -> None:
+    seg = _raw(case.label).astype(np.float32)
+    seg[0, 0, 0] = 1.5  # an interpolated label map
+    nib.save(nib.Nifti1Image(seg, AFFINE), str(case.label))
+    _expect(case, case.label, "label values [1.5] are not integers")
+
+
+@pytest.mark.parametrize("modality", ["flair", "t1ce"])
+def test_missing_required_modality(case: Case, modality: str) -> None:
+    images = {m: p for m, p in case.images.items() if m != modality}
+    with pytest.raises(MissingModalityError, match=rf"^BAD_001: no {modality.upper()} image found"):
+        load_case(Case(case.case_id, images, case.label, folder=case.folder))
+
+
+def test_optional_modalities_may_be_missing(case: Case) -> None:
+    vols = load_case(Case.from_files(case.images["flair"], case.images["t1ce"], label=case.label))
+    assert sorted(vols.images) == ["flair", "t1ce"]
+
+
+def test_file_not_found(tmp_path: Path) -> None:
+    with pytest.raises(InvalidCaseError, match=r"^gone_flair.nii.gz: file not found"):
+        load_volume(tmp_path / "gone_flair.nii.gz")
+
+
+# --- atomic writes ----------------------------------------------------------------------------
+
+
+def test_atomic_write_keeps_old_file_on_failure(tmp_path: Path) -> None:
+    target = tmp_path / "out" / "labels.nii.gz"
+    atomic_write_bytes(target, lambda p: p.write_bytes(b"old"))
+    assert target.read_bytes() == b"old"
+    assert target.stat().st_mode & 0o777 == 0o666 & ~_umask()
+
+    def crash(p: Path) -> None:
+        p.write_bytes(b"half")
+        raise RuntimeError("disk full")
+
+    with pytest.raises(RuntimeError, match="disk full"):
+        atomic_write_bytes(target, crash)
+    assert target.read_bytes() == b"old"
+    assert os.listdir(target.parent) == ["labels.nii.gz"]  # no temp file left behind
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+def test_case_volumes_properties() -> None:
+    images, label = synthetic_volumes(SMALL, seed=0)
+    header = nib.Nifti1Header()
+    header.set_data_shape(SMALL)
+    header.set_zooms((1.0, 1.2, 3.0))
+    vols = CaseVolumes("X", {m: d.astype(np.float32) for m, d in images.items()}, AFFINE, header, None)
+    assert vols.shape == SMALL
+    assert vols.spacing == (1.0, pytest.approx(1.2), 3.0)
+
+
+@pytest.mark.parametrize("error", [InvalidCaseError, MissingModalityError])
+def test_errors_survive_pickling(error: type[InvalidCaseError]) -> None:
+    """Cache workers send errors back to the parent process pickled: the type, file and
+    problem must arrive intact (else the user sees BrokenProcessPool)."""
+    original = error(Path("/data/X/X_flair.nii.gz"), "truncated or corrupt gzip data")
+    copy = pickle.loads(pickle.dumps(original))
+    assert type(copy) is error
+    assert (copy.path, copy.problem, str(copy)) == (original.path, original.problem, str(original))
+
+
+def test_docstring_examples() -> None:
+    results = doctest.testmod(importlib.import_module("bratseg.data.io"))
+    assert results.attempted > 0 and results.failed == 0
