@@ -1,0 +1,185 @@
+"""The Python inference API: :class:`bratseg.Segmenter` and the lean U-Net it runs."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import nibabel as nib
+import numpy as np
+import pytest
+import torch
+
+import bratseg
+from bratseg.data.io import load_case
+from bratseg.data.layout import case_from_folder
+from bratseg.errors import ModelLoadError
+from bratseg.inference.predictor import SHIPPED_MODEL, Segmenter, cpu_has_bf16, fold_batchnorm, load_model
+from bratseg.synthetic import write_synthetic_case
+
+BRATS2020_LABELS = {0, 1, 2, 4}
+
+
+@pytest.fixture(scope="module")
+def segmenter() -> Segmenter:
+    return bratseg.from_pretrained()
+
+
+@pytest.fixture(scope="module")
+def small_case(tmp_path_factory):
+    return write_synthetic_case(tmp_path_factory.mktemp("small") / "SYNTHETIC_SMALL", shape=(96, 96, 40), seed=1)
+
+
+def _shipped_smp():
+    import segmentation_models_pytorch as smp
+
+    return smp.from_pretrained(str(SHIPPED_MODEL)).eval()
+
+
+def test_folded_model_matches_smp_on_shipped_weights():
+    """BatchNorm folding must not change what the shipped network computes."""
+    reference = _shipped_smp()
+    folded, meta = load_model(SHIPPED_MODEL)
+    assert meta["target"] == "regions"
+    assert not any(isinstance(m, torch.nn.BatchNorm2d) for m in folded.modules())
+    assert folded.in_channels == 4
+    x = torch.randn(2, 4, 160, 192, generator=torch.Generator().manual_seed(0))
+    with torch.inference_mode():
+        expected, got = reference(x), folded(x)
+    assert torch.allclose(got, expected, atol=1e-4 * float(expected.abs().max()), rtol=1e-4)
+
+
+def test_folding_uses_the_running_statistics():
+    """Folding must use the running statistics, not only the affine parameters."""
+    import segmentation_models_pytorch as smp
+
+    torch.manual_seed(0)
+    reference = smp.Unet("resnet34", encoder_weights=None, in_channels=4, classes=3)
+    for m in reference.modules():
+        if isinstance(m, torch.nn.BatchNorm2d):
+            m.running_mean.uniform_(-1, 1)
+            m.running_var.uniform_(0.5, 2)
+            m.weight.data.uniform_(0.5, 1.5)
+            m.bias.data.uniform_(-0.5, 0.5)
+    reference.eval()
+    folded = fold_batchnorm(reference)
+    assert not any(isinstance(m, torch.nn.BatchNorm2d) for m in folded.modules())
+    x = torch.randn(1, 4, 96, 64)
+    with torch.inference_mode():
+        expected, got = reference(x), folded(x)
+    assert torch.allclose(got, expected, atol=1e-4 * float(expected.abs().max()), rtol=1e-4)
+
+
+def test_other_architectures_load_and_predict(tmp_path, small_case):
+    import segmentation_models_pytorch as smp
+
+    model_dir = tmp_path / "scse"
+    smp.Unet("resnet18", encoder_weights=None, in_channels=4, classes=3, decoder_attention_type="scse").save_pretrained(
+        model_dir
+    )
+    for name in ("preprocessing.json", "bratseg.json"):
+        shutil.copy(SHIPPED_MODEL / name, model_dir / name)
+    seg = Segmenter.from_pretrained(model_dir)
+    labels = seg.predict(small_case)
+    assert labels.shape == (96, 96, 40) and set(np.unique(labels)) <= BRATS2020_LABELS
+
+
+def test_segment_returns_labels_volumes_and_time(segmenter, small_case, tmp_path):
+    pred = segmenter.segment(small_case)
+    assert pred.labels.shape == (96, 96, 40) and pred.labels.dtype == np.uint8
+    assert set(np.unique(pred.labels)) <= BRATS2020_LABELS
+    assert pred.seconds > 0
+    volumes = pred.region_volumes()
+    assert volumes["whole tumour"] == pytest.approx(np.isin(pred.labels, (1, 2, 4)).sum() / 1000, abs=1e-3)
+    out = pred.save(tmp_path / "pred.nii.gz")
+    img = nib.load(out)
+    src = nib.load(small_case.images["flair"])
+    assert np.array_equal(np.asanyarray(img.dataobj), pred.labels)
+    assert np.allclose(img.affine, src.affine)
+    assert img.header.get_zooms() == src.header.get_zooms()
+
+
+def test_predict_accepts_folder_case_and_volumes(segmenter, small_case):
+    from_case = segmenter.predict(small_case)
+    assert np.array_equal(segmenter.predict(small_case.folder), from_case)
+    assert np.array_equal(segmenter.predict(str(small_case.folder)), from_case)
+    assert np.array_equal(segmenter.predict(load_case(small_case, with_label=False)), from_case)
+
+
+def test_batches_cover_every_brain_slice_once(segmenter):
+    zs = np.arange(3, 150)
+    batches = segmenter._batches(zs)
+    assert np.array_equal(np.concatenate(batches), zs)
+    sizes = {len(b) for b in batches}
+    assert max(sizes) <= segmenter.batch_size and max(sizes) - min(sizes) <= 1
+    assert segmenter._batches(np.array([], dtype=np.int64)) == []
+
+
+def test_batch_size_does_not_change_the_result(small_case):
+    """Batching is a speed setting: in fp32 the labels do not depend on it."""
+    a = bratseg.from_pretrained(batch_size=3, precision="fp32").predict(small_case)
+    b = bratseg.from_pretrained(batch_size=64, precision="fp32").predict(small_case)
+    assert (a != b).mean() < 1e-4
+
+
+def test_precision_choice():
+    auto = bratseg.from_pretrained()
+    assert auto.precision == ("bf16" if cpu_has_bf16() else "fp32")
+    assert bratseg.from_pretrained(precision="fp32").precision == "fp32"
+    with pytest.raises(ValueError, match="precision"):
+        bratseg.from_pretrained(precision="fp16")
+
+
+def test_bf16_labels_agree_with_fp32(small_case):
+    if not cpu_has_bf16():
+        pytest.skip("this CPU has no native bf16")
+    fp32 = bratseg.from_pretrained(precision="fp32").predict(small_case)
+    bf16 = bratseg.from_pretrained(precision="bf16").predict(small_case)
+    brain = load_case(small_case, with_label=False).images["flair"] != 0
+    assert (fp32[brain] == bf16[brain]).mean() > 0.98
+
+
+def test_flip_tta_output(segmenter, small_case):
+    tta = Segmenter(segmenter.model, segmenter.preprocessing, flip_tta=True)
+    labels = tta.predict(small_case)
+    assert labels.shape == (96, 96, 40) and set(np.unique(labels)) <= BRATS2020_LABELS
+
+
+def test_model_folder_errors(tmp_path):
+    with pytest.raises(ModelLoadError, match="not found"):
+        Segmenter.from_pretrained(tmp_path / "absent")
+    partial = tmp_path / "partial"
+    shutil.copytree(SHIPPED_MODEL, partial)
+    (partial / "model.safetensors").unlink()
+    with pytest.raises(ModelLoadError, match="model.safetensors"):
+        Segmenter.from_pretrained(partial)
+    mismatch = tmp_path / "mismatch"
+    shutil.copytree(SHIPPED_MODEL, mismatch)
+    prep = json.loads((mismatch / "preprocessing.json").read_text())
+    prep["modalities"] = ["flair", "t1ce"]
+    (mismatch / "preprocessing.json").write_text(json.dumps(prep))
+    with pytest.raises(ModelLoadError, match="4 input channels"):
+        Segmenter.from_pretrained(mismatch)
+    corrupt = tmp_path / "corrupt"
+    shutil.copytree(SHIPPED_MODEL, corrupt)
+    (corrupt / "model.safetensors").write_bytes(b"not safetensors")
+    with pytest.raises(ModelLoadError, match="do not agree"):
+        Segmenter.from_pretrained(corrupt)
+
+
+def _dice(pred: np.ndarray, ref: np.ndarray) -> float:
+    denom = pred.sum() + ref.sum()
+    return 1.0 if denom == 0 else 2.0 * float((pred & ref).sum()) / float(denom)
+
+
+@pytest.mark.slow
+def test_shipped_model_quality_on_a_validation_case(segmenter, brats18_case: Path):
+    """Only once the real model ships: the placeholder is trained for a few batches."""
+    meta = json.loads((SHIPPED_MODEL / "bratseg.json").read_text())
+    if (meta.get("best_epoch") or 0) < 5:
+        pytest.skip(f"the shipped model is the placeholder (best epoch {meta.get('best_epoch')})")
+    case = case_from_folder(brats18_case)
+    labels = segmenter.predict(case)
+    ref = load_case(case).label  # internal 0..3
+    assert _dice(labels > 0, ref > 0) > 0.8
