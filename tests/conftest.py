@@ -65,3 +65,27 @@ def synthetic_case(tmp_path_factory):
     from bratseg.synthetic import write_synthetic_case
 
     return write_synthetic_case(tmp_path_factory.mktemp("synthetic_full") / "SYNTHETIC_FULL", seed=3)
+
+
+@pytest.fixture(scope="module")
+def one_torch_thread():
+    """One torch thread for a module: on a busy 2-core machine two threads contend with the
+    other processes and run several times slower."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+@pytest.fixture(scope="session")
+def tiny_cache(synthetic_root: Path, tmp_path_factory) -> Path:
+    """The synthetic cases cached as 64 x 64 slices (shared by the training test modules)."""
+    from bratseg.preprocessing.cache import build_cache
+    from bratseg.preprocessing.config import PreprocessingConfig
+
+    out = tmp_path_factory.getbasetemp() / "tiny_cache_64"
+    if not (out / "split.json").exists():
+        build_cache(synthetic_root, out, PreprocessingConfig(crop_size=(64, 64)), workers=1, progress=False)
+    return out

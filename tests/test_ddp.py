@@ -19,18 +19,7 @@ import torch
 from safetensors.torch import load_file
 
 from bratseg.model.unet import build_unet
-from bratseg.preprocessing.cache import build_cache
-from bratseg.preprocessing.config import PreprocessingConfig
 from bratseg.training.trainer import DistributedContext, process_group_backend, state_dict_sha256
-
-
-@pytest.fixture(scope="session")
-def tiny_cache(synthetic_root: Path, tmp_path_factory) -> Path:
-    """The synthetic cases cached as 64 x 64 slices (shared by the training test modules)."""
-    out = tmp_path_factory.getbasetemp() / "tiny_cache_64"
-    if not (out / "split.json").exists():
-        build_cache(synthetic_root, out, PreprocessingConfig(crop_size=(64, 64)), workers=1, progress=False)
-    return out
 
 
 def torchrun() -> list[str]:

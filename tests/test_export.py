@@ -21,7 +21,6 @@ from bratseg.errors import ModelLoadError
 from bratseg.export import MODEL_FILES, export_run
 from bratseg.inference.predictor import Segmenter
 from bratseg.model.unet import build_unet
-from bratseg.preprocessing.cache import build_cache
 from bratseg.preprocessing.config import PreprocessingConfig
 from bratseg.training.config import TrainConfig
 from bratseg.training.trainer import train
@@ -32,23 +31,7 @@ from bratseg.training.trainer import train
 FLOAT16_AGREEMENT = 0.999
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """One torch thread: on the busy 2-core test machine, two threads contend with the other
-    processes and run several times slower."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
-@pytest.fixture(scope="session")
-def tiny_cache(synthetic_root: Path, tmp_path_factory) -> Path:
-    """The synthetic cases cached as 64 x 64 slices (shared by the training test modules)."""
-    out = tmp_path_factory.getbasetemp() / "tiny_cache_64"
-    if not (out / "split.json").exists():
-        build_cache(synthetic_root, out, PreprocessingConfig(crop_size=(64, 64)), workers=1, progress=False)
-    return out
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 @pytest.fixture(scope="module")

@@ -31,21 +31,7 @@ SMALL = dict(epochs=2, batch_size=4, max_train_batches=2, threads=1)
 SMALL_FLAGS = ["--epochs", "2", "--batch-size", "4", "--max-train-batches", "2", "--threads", "1"]
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
-@pytest.fixture(scope="session")
-def tiny_cache(synthetic_root: Path, tmp_path_factory) -> Path:
-    """The synthetic cases cached as 64 x 64 slices (shared by the training test modules)."""
-    out = tmp_path_factory.getbasetemp() / "tiny_cache_64"
-    if not (out / "split.json").exists():
-        build_cache(synthetic_root, out, PreprocessingConfig(crop_size=(64, 64)), workers=1, progress=False)
-    return out
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def metrics(run_dir: Path) -> list[dict]:

@@ -204,16 +204,12 @@ def create_app(
     @app.post("/outpg")
     def outpg() -> Response | tuple[str, int]:
         try:
-            region = _region(request.form.get("part_of_tumor") or "all_the_tumor")
-            axis = _axis(request.form.get("axis") or "axial")
-            index = _slice(request.form.get("slice"))
-            case = _case_from_request()
-            result = _predict(case, region, axis, index)
+            result = _predict_request(request.form.get("part_of_tumor") or "all_the_tumor")
         except (BratsegError, RequestEntityTooLarge) as exc:
             status, message = _error(exc)
             return _render_form(error=message), status
-        volumes = result["prediction"].volumes
-        inputs = render_inputs(volumes, axis, result["slice"])
+        axis = result["axis"]
+        inputs = render_inputs(result["prediction"].volumes, axis, result["slice"])
         return render_template(
             "result.html",
             case=result["case"],
@@ -232,11 +228,7 @@ def create_app(
     @app.post("/api/predict")
     def api_predict() -> tuple[Response, int]:
         try:
-            region = _region(request.form.get("region") or request.form.get("part_of_tumor") or "whole tumour")
-            axis = _axis(request.form.get("axis") or "axial")
-            index = _slice(request.form.get("slice"))
-            case = _case_from_request()
-            result = _predict(case, region, axis, index)
+            result = _predict_request(request.form.get("region") or request.form.get("part_of_tumor") or "whole tumour")
         except (BratsegError, RequestEntityTooLarge) as exc:
             status, message = _error(exc)
             return jsonify(error=message), status
@@ -408,6 +400,14 @@ def _precheck_slice(case: Case, axis: str, index: int | None) -> None:
         n = slice_count(shape[:3], axis, affine)
         if not 0 <= index < n:
             raise UploadError(f"{axis} slice {index} is out of range 0..{n - 1}", 400)
+
+
+def _predict_request(region_field: str) -> dict[str, Any]:
+    """Parse the form fields shared by ``/outpg`` and ``/api/predict`` and predict."""
+    region = _region(region_field)
+    axis = _axis(request.form.get("axis") or "axial")
+    index = _slice(request.form.get("slice"))
+    return _predict(_case_from_request(), region, axis, index)
 
 
 def _predict(case: Case, region: str, axis: str, index: int | None) -> dict[str, Any]:
