@@ -15,7 +15,8 @@ import bratseg
 from bratseg.data.io import load_case
 from bratseg.data.layout import case_from_folder
 from bratseg.errors import ModelLoadError
-from bratseg.inference.predictor import SHIPPED_MODEL, Segmenter, cpu_has_bf16, fold_batchnorm, load_model
+from bratseg.inference.predictor import SHIPPED_MODEL, Segmenter, fold_batchnorm, load_model
+from bratseg.model.precision import cpu_has_bf16
 from bratseg.synthetic import write_synthetic_case
 
 BRATS2020_LABELS = {0, 1, 2, 4}

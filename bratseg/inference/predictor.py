@@ -32,6 +32,7 @@ from bratseg.data.layout import Case, case_from_folder
 from bratseg.errors import ModelLoadError
 from bratseg.inference.postprocessing import remove_small_components
 from bratseg.inference.regions import region_volumes
+from bratseg.model.precision import cpu_has_bf16
 from bratseg.preprocessing.config import PreprocessingConfig
 from bratseg.preprocessing.crop import resize_slices, uncrop_xy
 from bratseg.preprocessing.pipeline import prepare_case
@@ -41,19 +42,6 @@ REQUIRED_FILES = ("config.json", "model.safetensors", "preprocessing.json", "bra
 # Slices per forward pass. On the 2-core CPU 8 and 16 are equally fast (within run-to-run noise
 # of about 5 %), 4 and 32 slower (BENCHMARKS.md); 8 holds less memory.
 DEFAULT_BATCH_SIZE = 8
-
-
-def cpu_has_bf16() -> bool:
-    """Whether this CPU computes bfloat16 natively (AVX-512 BF16 or AMX). Without it, bf16
-    autocast is emulated and slower than fp32."""
-    try:
-        return bool(torch.cpu._is_avx512_bf16_supported() or torch.cpu._is_amx_tile_supported())
-    except AttributeError:  # private helpers: fall back to the kernel's view of the CPU
-        try:
-            flags = Path("/proc/cpuinfo").read_text()
-        except OSError:
-            return False
-        return "avx512_bf16" in flags or "amx_bf16" in flags
 
 
 @dataclass

@@ -43,6 +43,7 @@ from tqdm import tqdm
 from bratseg.data.io import atomic_write_bytes
 from bratseg.data.labels import labels_to_regions
 from bratseg.errors import BratsegError, CacheError
+from bratseg.model.precision import cpu_has_bf16
 from bratseg.model.unet import build_unet
 from bratseg.preprocessing.config import PreprocessingConfig
 from bratseg.training.config import TrainConfig
@@ -76,17 +77,9 @@ def _autocast(device: torch.device, amp: str):
         return nullcontext()
     if device.type == "cuda":
         return torch.autocast("cuda", dtype=torch.bfloat16)
-    if torch.backends.mkldnn.is_available() and _cpu_has_bf16():
+    if torch.backends.mkldnn.is_available() and cpu_has_bf16():
         return torch.autocast("cpu", dtype=torch.bfloat16)
     return nullcontext()
-
-
-def _cpu_has_bf16() -> bool:
-    try:
-        flags = Path("/proc/cpuinfo").read_text()
-    except OSError:
-        return False
-    return "avx512_bf16" in flags or "amx_bf16" in flags
 
 
 def process_group_backend(device: torch.device) -> str:
