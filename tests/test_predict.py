@@ -1,4 +1,4 @@
-"""The Python inference API: :class:`bratseg.Segmenter` and the lean U-Net it runs."""
+"""The Python inference API: :class:`bratseg.Segmenter`, model loading and BatchNorm folding."""
 
 from __future__ import annotations
 

@@ -193,7 +193,7 @@ def test_bad_input_is_one_line_and_exit_code_2(make_args, message, tmp_path, cap
     assert not (tmp_path / "o.nii.gz").exists()
 
 
-def test_command_line_entry_point_is_lean_and_offline(tmp_path):
+def test_command_line_entry_point_works_offline_without_serving_packages(tmp_path):
     """The installed command, in a fresh process with the hub offline: it works, writes the
     output, and imports none of the training or serving packages (start-up time)."""
     case = write_synthetic_case(tmp_path / "SYNTHETIC_E", shape=(64, 64, 24))

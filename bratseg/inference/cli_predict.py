@@ -9,8 +9,8 @@ and the command fails (exit code 2) at the end, naming the cases that failed. In
 outputs are checked before the model is loaded, so a typo fails in well under a second.
 
 Start-up matters here (a CLI call is a fresh process): this module imports only what
-prediction needs; torch comes in with the predictor, and neither segmentation-models-pytorch,
-MONAI, Gradio nor Flask is imported.
+prediction needs (torch with the predictor, segmentation-models-pytorch with the model);
+MONAI, Gradio and Flask are not imported.
 """
 
 from __future__ import annotations
