@@ -41,10 +41,10 @@ def _shipped_smp():
 def test_folded_model_matches_smp_on_shipped_weights():
     """BatchNorm folding must not change what the shipped network computes."""
     reference = _shipped_smp()
-    folded, meta = load_model(SHIPPED_MODEL)
+    folded, meta, config = load_model(SHIPPED_MODEL)
     assert meta["target"] == "regions"
     assert not any(isinstance(m, torch.nn.BatchNorm2d) for m in folded.modules())
-    assert folded.in_channels == 4
+    assert config["in_channels"] == 4
     x = torch.randn(2, 4, 160, 192, generator=torch.Generator().manual_seed(0))
     with torch.inference_mode():
         expected, got = reference(x), folded(x)

@@ -154,14 +154,19 @@ def atomic_write_bytes(path: Path, write) -> None:
         raise
 
 
-def save_labels(labels: np.ndarray, like: CaseVolumes, path: str | Path) -> Path:
-    """Write internal labels as a BraTS 2020 (0/1/2/4) label map with the input's affine and
-    header, atomically."""
-    path = Path(path)
+def label_image(labels: np.ndarray, like: CaseVolumes) -> nib.Nifti1Image:
+    """A label map whose values are already in the on-disk scheme, as a uint8 NIfTI image with
+    the input's affine and header."""
     header = like.header.copy()
     header.set_data_dtype(np.uint8)
-    img = nib.Nifti1Image(to_brats2020(labels), like.affine, header)
+    img = nib.Nifti1Image(labels.astype(np.uint8, copy=False), like.affine, header)
     img.header.set_slope_inter(1, 0)
+    return img
+
+
+def save_nifti(img: nib.Nifti1Image, path: str | Path) -> Path:
+    """Write ``img`` to ``path`` (``.nii`` or ``.nii.gz``) atomically."""
+    path = Path(path)
 
     def write(tmp: Path) -> None:
         # nibabel picks compression from the suffix, so write under the real suffix.
@@ -171,3 +176,9 @@ def save_labels(labels: np.ndarray, like: CaseVolumes, path: str | Path) -> Path
 
     atomic_write_bytes(path, write)
     return path
+
+
+def save_labels(labels: np.ndarray, like: CaseVolumes, path: str | Path) -> Path:
+    """Write internal labels as a BraTS 2020 (0/1/2/4) label map with the input's affine and
+    header, atomically."""
+    return save_nifti(label_image(to_brats2020(labels), like), path)

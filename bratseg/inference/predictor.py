@@ -23,10 +23,11 @@ from contextlib import nullcontext
 from dataclasses import dataclass
 from pathlib import Path
 
+import nibabel as nib
 import numpy as np
 import torch
 
-from bratseg.data.io import CaseVolumes, load_case, save_labels
+from bratseg.data.io import CaseVolumes, label_image, load_case, save_nifti
 from bratseg.data.labels import regions_to_labels, to_brats2020
 from bratseg.data.layout import Case, case_from_folder
 from bratseg.errors import ModelLoadError
@@ -60,13 +61,16 @@ class Prediction:
 
     def save(self, path: str | Path) -> Path:
         """Write the label map with the input's affine and header (atomically)."""
-        from bratseg.data.labels import to_internal
+        return save_nifti(self.to_nifti(), path)
 
-        return save_labels(to_internal(self.labels, "brats2020"), self.volumes, path)
+    def to_nifti(self) -> nib.Nifti1Image:
+        """The label map as a NIfTI image with the input's affine and header."""
+        return label_image(self.labels, self.volumes)
 
 
-def load_model(model_dir: str | Path) -> tuple[torch.nn.Module, dict]:
-    """The network of a model folder, ready for inference, and its ``bratseg.json`` metadata.
+def load_model(model_dir: str | Path) -> tuple[torch.nn.Module, dict, dict]:
+    """The network of a model folder, ready for inference, its ``bratseg.json`` metadata and
+    SMP's ``config.json``.
 
     The network loads through SMP's ``from_pretrained`` (safetensors only: nothing is
     unpickled), then torch.fx folds every BatchNorm into the convolution before it, which
@@ -90,8 +94,7 @@ def load_model(model_dir: str | Path) -> tuple[torch.nn.Module, dict]:
         model = smp.from_pretrained(str(model_dir)).float().eval()
     except (ValueError, KeyError, TypeError, RuntimeError, OSError, SafetensorError) as exc:
         raise ModelLoadError(f"{model_dir}: the model files do not agree ({exc})") from None
-    model.in_channels = config.get("in_channels")
-    return fold_batchnorm(model), meta
+    return fold_batchnorm(model), meta, config
 
 
 def fold_batchnorm(model: torch.nn.Module) -> torch.nn.Module:
@@ -99,13 +102,10 @@ def fold_batchnorm(model: torch.nn.Module) -> torch.nn.Module:
     torch.fx; a network that fx cannot trace is returned unchanged (folding only saves time)."""
     from torch.fx.experimental.optimization import fuse
 
-    in_channels = getattr(model, "in_channels", None)
     try:
-        fused = fuse(model)
+        return fuse(model)
     except Exception:  # tracing failures have no common type; fall back to the eager model
         return model
-    fused.in_channels = in_channels
-    return fused
 
 
 class Segmenter:
@@ -159,13 +159,13 @@ class Segmenter:
     def from_pretrained(cls, model_dir: str | Path | None = None, **kwargs) -> Segmenter:
         """Load a model folder written by ``bratseg export``; None loads the shipped model."""
         model_dir = Path(model_dir) if model_dir is not None else SHIPPED_MODEL
-        model, meta = load_model(model_dir)
+        model, meta, config = load_model(model_dir)
         prep_path = model_dir / "preprocessing.json"
         try:
             prep = PreprocessingConfig.from_json(prep_path)
         except (ValueError, TypeError, OSError) as exc:
             raise ModelLoadError(f"{prep_path}: not a valid preprocessing config ({exc})") from None
-        in_channels = getattr(model, "in_channels", None)
+        in_channels = config.get("in_channels")
         if in_channels is not None and in_channels != len(prep.modalities):
             raise ModelLoadError(
                 f"{model_dir}: config.json has {in_channels} input channels but preprocessing.json "

@@ -34,7 +34,6 @@ from pathlib import Path
 from typing import Any
 
 import nibabel as nib
-import numpy as np
 from flask import Flask, Response, current_app, g, jsonify, redirect, render_template, request, url_for
 from flask import Request as FlaskRequest
 from werkzeug.datastructures import FileStorage
@@ -442,11 +441,7 @@ def _predict(case: Case, region: str, axis: str, index: int | None) -> dict[str,
 def labels_nifti_gz(prediction: Prediction) -> bytes:
     """The prediction's BraTS 2020 (0/1/2/4) label map as gzipped NIfTI bytes, with the
     input's affine and header, built in memory (no file on disk)."""
-    header = prediction.volumes.header.copy()
-    header.set_data_dtype(np.uint8)
-    img = nib.Nifti1Image(prediction.labels.astype(np.uint8, copy=False), prediction.volumes.affine, header)
-    img.header.set_slope_inter(1, 0)
-    return gzip.compress(img.to_bytes(), compresslevel=6, mtime=0)
+    return gzip.compress(prediction.to_nifti().to_bytes(), compresslevel=6, mtime=0)
 
 
 def _b64(data: bytes) -> str:
