@@ -45,6 +45,7 @@ def _cmd_train(args: argparse.Namespace) -> None:
         threads=args.threads,
         seed=args.seed,
         max_train_batches=args.max_train_batches,
+        init_weights=args.init_weights and str(args.init_weights),
     )
     run = train(args.cache, args.out, config, resume=args.resume)
     print(f"run written to {run}; model folder {run / 'model'}")
@@ -101,6 +102,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--threads", type=int)
     p.add_argument("--seed", type=int)
     p.add_argument("--max-train-batches", type=int, help="cap batches per epoch (smoke runs)")
+    p.add_argument("--init-weights", type=Path, help="start from this exported model folder (fine-tuning)")
     p.add_argument("--resume", action="store_true", help="continue from RUN_DIR/last.pt")
     p.set_defaults(func=_cmd_train)
 

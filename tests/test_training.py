@@ -20,6 +20,8 @@ import torch
 from safetensors.torch import load_file
 
 from bratseg.cli import main
+from bratseg.errors import BratsegError
+from bratseg.model.unet import build_unet
 from bratseg.preprocessing.cache import build_cache
 from bratseg.preprocessing.config import PreprocessingConfig
 from bratseg.training import trainer
@@ -213,3 +215,38 @@ def test_epoch_seeds_differ_per_epoch_and_rank():
     seeds = {epoch_seed(s, e, r) for s in range(3) for e in range(1, 40) for r in range(8)}
     assert len(seeds) == 3 * 39 * 8
     assert len({epoch_seed(0, 5, r) % 2**32 for r in range(8)}) == 8  # distinct after MONAI's modulo
+
+
+def test_init_weights_start_the_run_from_an_exported_model(reference_run: Path, tiny_cache: Path, tmp_path: Path):
+    """With a learning rate too small to move them, a fine-tuned run's parameters stay those of
+    the model it started from; a run from scratch starts elsewhere."""
+    exported = load_file(str(reference_run / "model" / "model.safetensors"))
+    tiny_steps = dict(SMALL, epochs=1, lr=1e-12, warmup_epochs=0, weight_decay=0.0)
+    tuned = train(tiny_cache, tmp_path / "tuned", TrainConfig(**tiny_steps, init_weights=str(reference_run / "model")))
+    scratch = train(tiny_cache, tmp_path / "scratch", TrainConfig(**tiny_steps))
+    params = [k for k in exported if k.endswith(".weight") and exported[k].ndim == 4]  # convolutions
+    for run, should_match in ((tuned, True), (scratch, False)):
+        last = weights(run)["last"]
+        close = all(torch.allclose(last[k], exported[k].float(), atol=1e-6) for k in params)
+        assert close is should_match, run.name
+    assert json.loads((tuned / "train_config.json").read_text())["init_weights"] == str(reference_run / "model")
+
+
+def test_init_weights_refuse_another_architecture_or_preprocessing(reference_run: Path, tmp_path: Path):
+    model_dir = reference_run / "model"
+    prep = PreprocessingConfig.from_json(model_dir / "preprocessing.json")
+    with pytest.raises(BratsegError, match=r"model\.safetensors: another architecture .*layer"):
+        trainer.load_init_weights(build_unet("resnet34", in_channels=4, classes=3), model_dir, prep)
+    with pytest.raises(BratsegError, match=r"preprocessing\.json: preprocessing differs .*crop_size"):
+        trainer.load_init_weights(build_unet("resnet18", in_channels=4, classes=3), model_dir, PreprocessingConfig())
+    with pytest.raises(BratsegError, match=r"model\.safetensors: missing"):
+        trainer.load_init_weights(build_unet("resnet18", in_channels=4, classes=3), tmp_path, prep)
+
+
+def test_bratseg_train_takes_init_weights_from_the_command_line(reference_run: Path, tiny_cache: Path, tmp_path: Path):
+    out = tmp_path / "run"
+    main(
+        ["train", "--cache", str(tiny_cache), "--out", str(out), *SMALL_FLAGS, "--epochs", "1"]
+        + ["--init-weights", str(reference_run / "model")]
+    )
+    assert json.loads((out / "train_config.json").read_text())["init_weights"] == str(reference_run / "model")

@@ -20,6 +20,11 @@ class TrainConfig:
             better validation mean Dice.
         modality_dropout: probability of zeroing T1 and T2 in a training sample, so one model
             serves FLAIR + T1ce alone and all four modalities.
+        intensity_augment: also the intensity augmentations nnU-Net uses against differences
+            between scanners (per-channel gamma, Gaussian noise, Gaussian blur).
+        init_weights: a model folder (``bratseg export`` output) whose weights start the run
+            instead of a random initialisation (fine-tuning); its architecture and
+            preprocessing must match this run's.
         amp: ``auto`` uses bf16 autocast on CPUs that support it and on CUDA.
         num_workers: data-loading worker processes; threads: torch compute threads
             (0 = torch's default).
@@ -35,6 +40,8 @@ class TrainConfig:
     warmup_epochs: int = 1
     modality_dropout: float = 0.3
     augment: bool = True
+    intensity_augment: bool = False
+    init_weights: str = ""
     amp: Literal["auto", "off"] = "auto"
     num_workers: int = 1
     threads: int = 0

@@ -8,10 +8,14 @@ import numpy as np
 import torch
 from monai.transforms import (
     Compose,
+    RandAdjustContrastd,
     RandAffined,
     RandFlipd,
+    RandGaussianNoised,
+    RandGaussianSmoothd,
     RandScaleIntensityd,
     RandShiftIntensityd,
+    RandSimulateLowResolutiond,
 )
 from torch.utils.data import Dataset
 
@@ -20,9 +24,24 @@ from bratseg.preprocessing.cache import read_manifest
 from bratseg.preprocessing.config import PreprocessingConfig
 
 
-def training_augmentation() -> Compose:
-    """Flips, small rotations and scaling, intensity scale and shift (MONAI transforms)."""
+def training_augmentation(intensity: bool = False) -> Compose:
+    """Flips, small rotations and scaling, intensity scale and shift (MONAI transforms).
+
+    ``intensity`` adds nnU-Net's defences against scanner differences, with its
+    probabilities: Gaussian noise, Gaussian blur, a simulated lower resolution (older scans,
+    such as BraTS's 2013 collection, were acquired thicker and resampled) and gamma.
+    """
     keys = ["image", "label"]
+    extra = (
+        [
+            RandGaussianNoised("image", prob=0.1, std=0.1),
+            RandGaussianSmoothd("image", sigma_x=(0.5, 1.0), sigma_y=(0.5, 1.0), prob=0.2),
+            RandSimulateLowResolutiond("image", prob=0.25, upsample_mode="bilinear", zoom_range=(0.5, 1.0)),
+            RandAdjustContrastd("image", prob=0.3, gamma=(0.7, 1.5), retain_stats=True),
+        ]
+        if intensity
+        else []
+    )
     return Compose(
         [
             RandFlipd(keys, prob=0.5, spatial_axis=0),
@@ -37,6 +56,7 @@ def training_augmentation() -> Compose:
             ),
             RandScaleIntensityd("image", factors=0.1, prob=0.5, channel_wise=True),
             RandShiftIntensityd("image", offsets=0.1, prob=0.5, channel_wise=True),
+            *extra,
         ]
     )
 
@@ -55,6 +75,7 @@ class SliceDataset(Dataset):
         target: str = "regions",
         augment: bool = False,
         modality_dropout: float = 0.0,
+        intensity_augment: bool = False,
     ):
         self.cache_dir = Path(cache_dir)
         self.config = PreprocessingConfig.from_json(self.cache_dir / "preprocessing.json")
@@ -63,7 +84,7 @@ class SliceDataset(Dataset):
         self.indices = np.array([r["index"] for r in rows], dtype=np.int64)
         self.case_of = [r["case"] for r in rows]
         self.target = target
-        self.transform = training_augmentation() if augment else None
+        self.transform = training_augmentation(intensity_augment) if augment else None
         self.modality_dropout = modality_dropout
         # Channels zeroed by modality dropout: every optional one (all but FLAIR and T1ce).
         self.optional = [i for i, m in enumerate(self.config.modalities) if m not in ("flair", "t1ce")]

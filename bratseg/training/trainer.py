@@ -210,10 +210,17 @@ def _train(cache_dir: Path, run_dir: Path, config: TrainConfig, resume: bool, ct
     classes = 3 if config.target == "regions" else 4
     model_kwargs = dict(encoder_name=config.encoder, in_channels=len(prep.modalities), classes=classes)
     torch.manual_seed(config.seed)
-    model = build_unet(**model_kwargs).to(ctx.device, memory_format=torch.channels_last)
+    model = build_unet(**model_kwargs)
+    if config.init_weights and not (resume and last_path.exists()):
+        load_init_weights(model, Path(config.init_weights), prep)
+        if ctx.is_main:
+            print(f"initialised from {config.init_weights}", flush=True)
+    model = model.to(ctx.device, memory_format=torch.channels_last)
     optimizer = torch.optim.AdamW(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
 
-    train_set = SliceDataset(cache_dir, split["train"], config.target, config.augment, config.modality_dropout)
+    train_set = SliceDataset(
+        cache_dir, split["train"], config.target, config.augment, config.modality_dropout, config.intensity_augment
+    )
     val_set = SliceDataset(cache_dir, split["val"], config.target)
     if len(train_set) == 0:
         raise CacheError(f"{cache_dir}: no training slices in the split")
@@ -297,6 +304,46 @@ def _train(cache_dir: Path, run_dir: Path, config: TrainConfig, resume: bool, ct
         export_run(run_dir, run_dir / "model", model_kwargs=model_kwargs)
     ctx.barrier()
     return run_dir
+
+
+# Preprocessing fields that shape what the network sees; the others only pick cached slices.
+INPUT_FIELDS = ("modalities", "normalization", "crop_size", "resize", "regions")
+
+
+def load_init_weights(model: torch.nn.Module, model_dir: Path, prep: PreprocessingConfig) -> None:
+    """Copy the weights of an exported model folder into ``model`` (fine-tuning).
+
+    The folder's preprocessing must prepare inputs as this run's cache does, and its network
+    must have this run's architecture; anything else is refused with the file and the
+    difference, rather than training a model on inputs it was not built for.
+    """
+    from safetensors import SafetensorError
+    from safetensors.torch import load_file
+
+    weights_path, prep_path = model_dir / "model.safetensors", model_dir / "preprocessing.json"
+    for path in (weights_path, prep_path):
+        if not path.is_file():
+            raise BratsegError(f"{path}: missing; init_weights needs a model folder from `bratseg export`")
+    theirs = PreprocessingConfig.from_json(prep_path)
+    differ = [f for f in INPUT_FIELDS if getattr(theirs, f) != getattr(prep, f)]
+    if differ:
+        detail = ", ".join(f"{f} {getattr(theirs, f)!r} vs {getattr(prep, f)!r}" for f in differ)
+        raise BratsegError(f"{prep_path}: preprocessing differs from the cache's ({detail})")
+    try:
+        weights = load_file(str(weights_path))
+    except (SafetensorError, OSError) as exc:
+        raise BratsegError(f"{weights_path}: unreadable weights ({exc})") from None
+    own = model.state_dict()
+    problems = sorted(set(own) ^ set(weights)) + [
+        f"{k} {tuple(weights[k].shape)} vs {tuple(v.shape)}"
+        for k, v in own.items()
+        if k in weights and weights[k].shape != v.shape
+    ]
+    if problems:
+        shown = ", ".join(problems[:3]) + (f" and {len(problems) - 3} more" if len(problems) > 3 else "")
+        raise BratsegError(f"{weights_path}: another architecture than this run's ({shown})")
+    # Exported weights are float16; the run trains in float32 (integer buffers stay integers).
+    model.load_state_dict({k: v.to(own[k].dtype) for k, v in weights.items()})
 
 
 def _train_epoch(net, dataset, optimizer, scheduler, loss_fn, config, ctx, epoch, steps) -> float:
