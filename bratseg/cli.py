@@ -46,6 +46,8 @@ def _cmd_train(args: argparse.Namespace) -> None:
         seed=args.seed,
         max_train_batches=args.max_train_batches,
         init_weights=args.init_weights and str(args.init_weights),
+        fold=args.fold,
+        num_folds=args.num_folds,
     )
     run = train(args.cache, args.out, config, resume=args.resume)
     print(f"run written to {run}; model folder {run / 'model'}")
@@ -102,6 +104,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--threads", type=int)
     p.add_argument("--seed", type=int)
     p.add_argument("--max-train-batches", type=int, help="cap batches per epoch (smoke runs)")
+    p.add_argument("--fold", type=int, help="train this cross-validation fold (0-based) instead of the cache's split")
+    p.add_argument("--num-folds", type=int, help="folds of the cross-validation (default 5)")
     p.add_argument("--init-weights", type=Path, help="start from this exported model folder (fine-tuning)")
     p.add_argument("--resume", action="store_true", help="continue from RUN_DIR/last.pt")
     p.set_defaults(func=_cmd_train)

@@ -22,7 +22,7 @@ from bratseg.data.io import load_case
 from bratseg.data.labels import labels_to_regions
 from bratseg.data.layout import Case, find_cases
 from bratseg.errors import CacheError
-from bratseg.preprocessing.cache import MANIFEST_FIELDS, build_cache, read_manifest, split_cases
+from bratseg.preprocessing.cache import MANIFEST_FIELDS, build_cache, fold_split, read_manifest, split_cases
 from bratseg.preprocessing.config import PreprocessingConfig
 from bratseg.preprocessing.pipeline import prepare_case
 from bratseg.preprocessing.slices import select_slices
@@ -115,6 +115,22 @@ def test_split_is_case_level_and_deterministic(built: Path, synthetic_root: Path
     assert split_cases(case_ids[::-1], 0.2, 0) == split  # the order found does not matter
     manifest_cases = {r["case"] for r in read_manifest(built)}
     assert manifest_cases == set(case_ids)
+
+
+def test_folds_partition_the_cases_deterministically() -> None:
+    ids = [f"C{i:02d}" for i in range(18)]
+    folds = [fold_split(ids, 5, f, seed=0) for f in range(5)]
+    vals = [f["val"] for f in folds]
+    assert sorted(sum(vals, [])) == ids  # every case validates exactly once
+    assert sorted(len(v) for v in vals) == [3, 3, 4, 4, 4]
+    for f in folds:
+        assert not set(f["train"]) & set(f["val"]) and sorted(f["train"] + f["val"]) == ids
+    assert fold_split(ids[::-1], 5, 2, seed=0) == folds[2]  # the order given does not matter
+    assert fold_split(ids, 5, 2, seed=1)["val"] != vals[2]  # the seed does
+    with pytest.raises(ValueError, match="fold 5 is not one of 0..4"):
+        fold_split(ids, 5, 5, seed=0)
+    with pytest.raises(ValueError, match="3 cases cannot make 5 folds"):
+        fold_split(ids[:3], 5, 0, seed=0)
 
 
 def test_split_cases_sizes_and_seeds() -> None:

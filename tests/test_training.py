@@ -196,6 +196,29 @@ def test_an_unreadable_checkpoint_is_reported(tiny_cache: Path, tmp_path: Path, 
     assert "unreadable checkpoint" in capsys.readouterr().err
 
 
+def test_a_fold_trains_on_the_other_folds_cases(tiny_cache: Path, tmp_path: Path, capsys):
+    split = json.loads((tiny_cache / "split.json").read_text())
+    cases = sorted(split["train"] + split["val"])
+    folds = [trainer.load_split(tiny_cache, TrainConfig(fold=f, num_folds=2)) for f in range(2)]
+    assert sorted(folds[0]["val"] + folds[1]["val"]) == cases and folds[0]["val"] == folds[1]["train"]
+    assert trainer.load_split(tiny_cache, TrainConfig()) == split  # no fold: the cache's split
+    out = tmp_path / "run"
+    assert (
+        main(
+            ["train", "--cache", str(tiny_cache), "--out", str(out), *SMALL_FLAGS, "--epochs", "1"]
+            + ["--fold", "1", "--num-folds", "2"]
+        )
+        == 0
+    )
+    saved = json.loads((out / "train_config.json").read_text())
+    assert (saved["fold"], saved["num_folds"]) == (1, 2)
+    assert (
+        main(["train", "--cache", str(tiny_cache), "--out", str(tmp_path / "bad"), "--fold", "2", "--num-folds", "2"])
+        == 2
+    )
+    assert "split.json: fold 2 is not one of 0..1" in capsys.readouterr().err
+
+
 def test_without_validation_cases_the_first_epoch_is_best(synthetic_root: Path, tmp_path: Path):
     """The score is then -train_loss, below -1 at first: best.safetensors must still be written."""
     cache = build_cache(

@@ -102,6 +102,28 @@ def split_cases(case_ids: list[str], val_fraction: float, seed: int) -> dict:
     return {"train": [c for c in ids if c not in val], "val": val, "seed": seed}
 
 
+def fold_split(case_ids: list[str], num_folds: int, fold: int, seed: int) -> dict:
+    """Fold ``fold`` of a deterministic ``num_folds``-fold cross-validation, as nnU-Net's
+    five folds: the cases, shuffled by ``seed``, are dealt round-robin into folds; the fold's
+    cases validate and all the others train. Every case validates in exactly one fold.
+
+    Example:
+        >>> ids = [f"case{i}" for i in range(7)]
+        >>> folds = [fold_split(ids, 3, f, seed=0)["val"] for f in range(3)]
+        >>> sorted(sum(folds, [])) == ids, [len(v) for v in folds]
+        (True, [3, 2, 2])
+    """
+    if not 0 <= fold < num_folds:
+        raise ValueError(f"fold {fold} is not one of 0..{num_folds - 1}")
+    ids = sorted(case_ids)
+    if len(ids) < num_folds:
+        raise ValueError(f"{len(ids)} cases cannot make {num_folds} folds")
+    shuffled = ids[:]
+    random.Random(seed).shuffle(shuffled)
+    val = sorted(shuffled[fold::num_folds])
+    return {"train": [c for c in ids if c not in val], "val": val, "seed": seed, "fold": fold, "num_folds": num_folds}
+
+
 def build_cache(
     data_dir: str | Path,
     out_dir: str | Path,
@@ -236,4 +258,4 @@ def read_manifest(cache_dir: str | Path) -> list[dict]:
         return [{k: (v if k == "case" else int(v)) for k, v in row.items()} for row in csv.DictReader(fh)]
 
 
-__all__ = ["build_cache", "read_manifest", "split_cases", "MANIFEST_FIELDS"]
+__all__ = ["build_cache", "fold_split", "read_manifest", "split_cases", "MANIFEST_FIELDS"]

@@ -22,6 +22,9 @@ class TrainConfig:
             serves FLAIR + T1ce alone and all four modalities.
         intensity_augment: also the intensity augmentations nnU-Net uses against differences
             between scanners (per-channel gamma, Gaussian noise, Gaussian blur).
+        fold: train one fold of a ``num_folds``-fold cross-validation over all the cache's
+            cases (``bratseg.preprocessing.cache.fold_split``) instead of the cache's own
+            train/validation split; ``None`` uses that split.
         init_weights: a model folder (``bratseg export`` output) whose weights start the run
             instead of a random initialisation (fine-tuning); its architecture and
             preprocessing must match this run's.
@@ -42,6 +45,8 @@ class TrainConfig:
     augment: bool = True
     intensity_augment: bool = False
     init_weights: str = ""
+    fold: int | None = None
+    num_folds: int = 5
     amp: Literal["auto", "off"] = "auto"
     num_workers: int = 1
     threads: int = 0

@@ -45,6 +45,7 @@ from bratseg.data.labels import labels_to_regions
 from bratseg.errors import BratsegError, CacheError
 from bratseg.model.precision import cpu_has_bf16
 from bratseg.model.unet import build_unet
+from bratseg.preprocessing.cache import fold_split
 from bratseg.preprocessing.config import PreprocessingConfig
 from bratseg.training.config import TrainConfig
 from bratseg.training.dataset import SliceDataset, seed_worker
@@ -140,11 +141,19 @@ class DistributedContext:
             dist.destroy_process_group()
 
 
-def _load_split(cache_dir: Path) -> dict:
+def load_split(cache_dir: Path, config: TrainConfig) -> dict:
+    """The cases a run trains and validates on: the cache's split, or a cross-validation fold
+    of all its cases (shuffled with the split's seed) when ``config.fold`` is set."""
     path = cache_dir / "split.json"
     if not path.exists():
         raise CacheError(f"{path}: missing; build the cache with `bratseg cache` first")
-    return json.loads(path.read_text())
+    split = json.loads(path.read_text())
+    if config.fold is None:
+        return split
+    try:
+        return fold_split(split["train"] + split["val"], config.num_folds, config.fold, split.get("seed", 0))
+    except ValueError as exc:
+        raise CacheError(f"{path}: {exc}") from None
 
 
 def _lr_lambda(config: TrainConfig, steps_per_epoch: int):
@@ -189,7 +198,7 @@ def _train(cache_dir: Path, run_dir: Path, config: TrainConfig, resume: bool, ct
     if config.threads:
         torch.set_num_threads(config.threads)
     prep = PreprocessingConfig.from_json(cache_dir / "preprocessing.json")
-    split = _load_split(cache_dir)
+    split = load_split(cache_dir, config)
     run_dir.mkdir(parents=True, exist_ok=True)
     last_path = run_dir / "last.pt"
     existing = [name for name in RUN_OUTPUTS if (run_dir / name).exists()]
