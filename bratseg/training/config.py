@@ -21,13 +21,13 @@ class TrainConfig:
         modality_dropout: probability of zeroing T1 and T2 in a training sample, so one model
             serves FLAIR + T1ce alone and all four modalities.
         intensity_augment: also the intensity augmentations nnU-Net uses against differences
-            between scanners (per-channel gamma, Gaussian noise, Gaussian blur).
-        fold: train one fold of a ``num_folds``-fold cross-validation over all the cache's
-            cases (``bratseg.preprocessing.cache.fold_split``) instead of the cache's own
-            train/validation split; ``None`` uses that split.
+            between scanners (Gaussian noise, Gaussian blur, simulated low resolution, gamma).
         init_weights: a model folder (``bratseg export`` output) whose weights start the run
             instead of a random initialisation (fine-tuning); its architecture and
             preprocessing must match this run's.
+        fold: train one fold of a ``num_folds``-fold cross-validation over all the cache's
+            cases (``bratseg.preprocessing.cache.fold_split``) instead of the cache's own
+            train/validation split; ``None`` uses that split.
         amp: ``auto`` uses bf16 autocast on CPUs that support it and on CUDA.
         num_workers: data-loading worker processes; threads: torch compute threads
             (0 = torch's default).

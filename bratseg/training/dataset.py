@@ -27,7 +27,7 @@ from bratseg.preprocessing.config import PreprocessingConfig
 def training_augmentation(intensity: bool = False) -> Compose:
     """Flips, small rotations and scaling, intensity scale and shift (MONAI transforms).
 
-    ``intensity`` adds nnU-Net's defences against scanner differences, with its
+    ``intensity`` adds nnU-Net's defences against scanner differences, with about its default
     probabilities: Gaussian noise, Gaussian blur, a simulated lower resolution (older scans,
     such as BraTS's 2013 collection, were acquired thicker and resampled) and gamma.
     """

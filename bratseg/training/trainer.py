@@ -351,7 +351,7 @@ def load_init_weights(model: torch.nn.Module, model_dir: Path, prep: Preprocessi
     if problems:
         shown = ", ".join(problems[:3]) + (f" and {len(problems) - 3} more" if len(problems) > 3 else "")
         raise BratsegError(f"{weights_path}: another architecture than this run's ({shown})")
-    # Exported weights are float16; the run trains in float32 (integer buffers stay integers).
+    # Exported weights are float16 by default; the run trains in float32 (integer buffers stay integers).
     model.load_state_dict({k: v.to(own[k].dtype) for k, v in weights.items()})
 
 
