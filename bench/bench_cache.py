@@ -28,8 +28,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
-import resource
 import shlex
 import statistics
 import subprocess
@@ -39,9 +37,10 @@ import threading
 import time
 from pathlib import Path
 
+from machine_load import MachineLoad
+
 REPO = Path(__file__).resolve().parent.parent
 DATA = Path(os.environ.get("BRATSEG_DATA", REPO.parent / "shared" / "data"))
-_TICK = os.sysconf("SC_CLK_TCK")
 
 
 def _children_map() -> dict[int, list[int]]:
@@ -170,24 +169,6 @@ def _one_build(data: Path, workers: int) -> dict:
     }
 
 
-def _busy_cpu_seconds() -> float:
-    """CPU seconds the whole machine has spent busy since boot (all processes, /proc/stat)."""
-    with open("/proc/stat") as fh:
-        fields = [int(v) for v in fh.readline().split()[1:]]
-    idle = fields[3] + fields[4]  # idle + iowait
-    return (sum(fields[:8]) - idle) / _TICK
-
-
-def _own_cpu_seconds() -> float:
-    """CPU seconds of this process and of every child it has waited for (the wrappers and,
-    through them, the whole build trees)."""
-    total = 0.0
-    for who in (resource.RUSAGE_SELF, resource.RUSAGE_CHILDREN):
-        r = resource.getrusage(who)
-        total += r.ru_utime + r.ru_stime
-    return total
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--data", type=Path, default=DATA / "brats18")
@@ -199,10 +180,7 @@ def main() -> None:
         sys.exit(f"data folder {args.data} not found (set BRATSEG_DATA or pass --data)")
 
     command = "python " + " ".join(shlex.quote(a) for a in sys.argv)
-    load_before = os.getloadavg()
-    busy0 = _busy_cpu_seconds()
-    self0 = _own_cpu_seconds()
-    t_bench = time.perf_counter()
+    load = MachineLoad()
     results = []
     for i in range(args.runs):
         r = _one_build(args.data, args.workers)
@@ -212,25 +190,14 @@ def main() -> None:
             f"RSS {r['tree_peak_rss_mb']:.0f} MB",
             file=sys.stderr,
         )
-    load_after = os.getloadavg()
-    elapsed = time.perf_counter() - t_bench
-    others = max(0.0, _busy_cpu_seconds() - busy0 - (_own_cpu_seconds() - self0))
+    load.stop()
 
     walls = [r["wall_s"] for r in results]
     median = statistics.median(walls)
     cases = results[0]["cases"]
     print(f"\n## Cache build benchmark ({args.data}, {args.workers} workers)\n")
     print(f"Command: `{command}`  ")
-    print(
-        f"Machine: {platform.processor() or platform.machine()}, {os.cpu_count()} CPUs; load average before "
-        f"{load_before[0]:.2f}, after {load_after[0]:.2f}"
-    )
-    print(
-        f"Other processes used {others:.0f} CPU-s during the {elapsed:.0f} s run "
-        f"({100 * others / max(elapsed, 1e-9):.0f}% of one core): "
-        + ("quiet machine" if others < 0.05 * elapsed else "NOT quiet, figures inflated")
-        + "\n"
-    )
+    print(load.report() + "\n")
     print(
         "| cases | runs | median wall (s) | min / max (s) | cases/s | peak PSS, process tree (MB) | "
         "peak RSS, process tree (MB) | peak RSS, largest process (MB) | processes | cache size (MB) |"
@@ -244,7 +211,14 @@ def main() -> None:
     )
     if args.json:
         args.json.write_text(
-            json.dumps({"command": command, "load": [load_before, load_after], "others_cpu_s": others, "runs": results})
+            json.dumps(
+                {
+                    "command": command,
+                    "load": [load.load_before, load.load_after],
+                    "others_cpu_s": load.others_cpu_s,
+                    "runs": results,
+                }
+            )
         )
 
 

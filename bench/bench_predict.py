@@ -32,7 +32,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import resource
 import shlex
 import statistics
@@ -41,6 +40,8 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+
+from machine_load import MachineLoad
 
 REPO = Path(__file__).resolve().parent.parent
 DATA = Path(os.environ.get("BRATSEG_DATA", REPO.parent / "shared" / "data"))
@@ -237,31 +238,6 @@ def _fmt(x: float | None) -> str:
     return "-" if x is None else f"{x:.2f}"
 
 
-def _busy_cpu_seconds() -> float:
-    """CPU seconds the whole machine has spent busy since boot (all processes, /proc/stat)."""
-    with open("/proc/stat") as fh:
-        fields = [int(v) for v in fh.readline().split()[1:]]
-    idle = fields[3] + fields[4]  # idle + iowait
-    return (sum(fields[:8]) - idle) / os.sysconf("SC_CLK_TCK")
-
-
-def _own_children_cpu_seconds() -> float:
-    r = resource.getrusage(resource.RUSAGE_CHILDREN)
-    s = resource.getrusage(resource.RUSAGE_SELF)
-    return r.ru_utime + r.ru_stime + s.ru_utime + s.ru_stime
-
-
-def _others_cpu_seconds(start: tuple[float, float]) -> float:
-    """CPU seconds used by processes other than this benchmark since ``start`` (from
-    :func:`_cpu_mark`): about 0 on a quiet machine; the figures are inflated otherwise."""
-    busy, own = start
-    return max(0.0, (_busy_cpu_seconds() - busy) - (_own_children_cpu_seconds() - own))
-
-
-def _cpu_mark() -> tuple[float, float]:
-    return _busy_cpu_seconds(), _own_children_cpu_seconds()
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--case", type=Path, default=DEFAULT_CASE)
@@ -291,10 +267,8 @@ def main() -> None:
     if not args.case.is_dir():
         sys.exit(f"case folder {args.case} not found (set BRATSEG_DATA or pass --case)")
     command = "python " + " ".join(shlex.quote(a) for a in sys.argv)
-    load_before = os.getloadavg()
     busy = _busy_processes()
-    mark = _cpu_mark()
-    t_bench = time.perf_counter()
+    load = MachineLoad()
     common = ["--case", str(args.case), "--threads", str(args.threads)]
     rows: list[tuple[str, dict]] = []
 
@@ -324,22 +298,12 @@ def main() -> None:
             print(f"  MONAI {variant}: median {r['warm_median_s']:.2f} s", file=sys.stderr)
     imports = [_run_worker("import", *common) for _ in range(3)]
     cli = [_run_worker("cli", *common) for _ in range(args.cli_runs)]
-    load_after = os.getloadavg()
-    others = _others_cpu_seconds(mark)
-    elapsed = time.perf_counter() - t_bench
+    load.stop()
 
     ours = rows[0][1]
     print(f"\n## Prediction benchmark ({args.case.name}, {args.threads} threads)\n")
     print(f"Command: `{command}`  ")
-    print(
-        f"Machine: {platform.processor() or platform.machine()}, {os.cpu_count()} CPUs; Python "
-        f"{platform.python_version()}; load average before {load_before[0]:.2f}, after {load_after[0]:.2f}"
-    )
-    print(
-        f"Other processes used {others:.0f} CPU-s during the {elapsed:.0f} s run "
-        f"({100 * others / max(elapsed, 1e-9):.0f}% of one core): "
-        + ("quiet machine" if others < 0.05 * elapsed else "NOT quiet, figures inflated")
-    )
+    print(load.report())
     if busy:
         print(f"WARNING: other busy processes at start, figures inflated: {'; '.join(busy)}")
     print()
@@ -378,11 +342,11 @@ def main() -> None:
             json.dumps(
                 {
                     "command": command,
-                    "load_before": load_before,
-                    "load_after": load_after,
+                    "load_before": load.load_before,
+                    "load_after": load.load_after,
                     "busy": busy,
-                    "others_cpu_s": others,
-                    "elapsed_s": elapsed,
+                    "others_cpu_s": load.others_cpu_s,
+                    "elapsed_s": load.elapsed_s,
                     "bratseg": dict(rows),
                     "monai": dict(monai_rows),
                     "imports": imports,
