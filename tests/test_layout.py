@@ -126,12 +126,15 @@ def test_brats2023_real_case(brats2023_case: Path) -> None:
 
 def test_find_cases_whole_real_data(data_dir: Path) -> None:
     cases = {c.case_id: c for c in find_cases(data_dir)}
-    brats18 = {p.name for p in (data_dir / "brats18").iterdir() if p.is_dir()}
+    labelled = {p.name for sub in ("brats18", "brats-extra") for p in (data_dir / sub).iterdir() if p.is_dir()}
     unlabeled = {p.name for p in (data_dir / "unlabeled").iterdir() if p.is_dir()}
-    # metrics/ holds label maps only: none of its folders is a case.
-    assert set(cases) == brats18 | unlabeled | {"TCGA-DU-7294"}
+    assert len(labelled) == 27
+    # metrics/ holds label maps only and dicom/ one NIfTI per series (no modality naming);
+    # native/ holds one raw clinical case in BraTS Toolkit's naming (_fla, _t1c, ...).
+    assert set(cases) == labelled | unlabeled | {"TCGA-DU-7294", "TCGA-FG-6692"}
     assert {cases[c].label_scheme for c in unlabeled} == {"brats2023"}
-    assert all(cases[c].label is not None for c in brats18)
+    assert all(cases[c].label is not None for c in labelled)
+    assert cases["TCGA-FG-6692"].label is None and set(cases["TCGA-FG-6692"].images) == {"flair", "t1", "t1ce", "t2"}
 
 
 def _kaggle_brats2020(root: Path) -> tuple[Path, Path]:

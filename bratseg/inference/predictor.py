@@ -20,7 +20,7 @@ from __future__ import annotations
 import json
 import time
 from contextlib import nullcontext
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import nibabel as nib
@@ -28,9 +28,10 @@ import numpy as np
 import torch
 
 from bratseg.data.io import CaseVolumes, label_image, load_case, save_nifti
-from bratseg.data.labels import regions_to_labels, to_brats2020
+from bratseg.data.labels import ED, ET, NCR, regions_to_labels, to_brats2020
 from bratseg.data.layout import Case, case_from_folder
 from bratseg.errors import ModelLoadError
+from bratseg.inference import guards
 from bratseg.inference.postprocessing import remove_small_components
 from bratseg.inference.regions import region_volumes
 from bratseg.model.precision import cpu_has_bf16
@@ -49,11 +50,20 @@ DEFAULT_BATCH_SIZE = 8
 class Prediction:
     """A prediction and what a report needs: labels in BraTS 2020's 0/1/2/4 scheme on the
     input's grid, the input volumes, and the prediction's time in seconds (preprocessing,
-    network and postprocessing; reading the files is not included)."""
+    network and postprocessing; reading the files is not included).
+
+    ``probabilities`` are the model's region probabilities ``[3, X, Y, Z]`` (WT, TC, ET,
+    float16, on the input's grid, 0 outside the brain and the model's window) before
+    post-processing: what confidence maps and resampling to another grid are computed from.
+    ``warnings`` are the one-line flags of :mod:`bratseg.inference.guards` (empty when
+    nothing looked wrong).
+    """
 
     labels: np.ndarray
     volumes: CaseVolumes
     seconds: float
+    probabilities: np.ndarray | None = None
+    warnings: list[str] = field(default_factory=list)
 
     def region_volumes(self) -> dict[str, float]:
         """Volume of each tumour region in cm3."""
@@ -179,35 +189,49 @@ class Segmenter:
         return nullcontext()
 
     def segment(self, case: Case | CaseVolumes | str | Path) -> Prediction:
-        """Predict a case (folder, :class:`Case` or loaded volumes)."""
+        """Predict a case (folder, :class:`Case` or loaded volumes).
+
+        Every front end comes through here, so the input and result checks of
+        :mod:`bratseg.inference.guards` apply to all of them: input the model cannot be
+        trusted on raises :class:`bratseg.errors.BratsegError`; a doubtful result is returned
+        with ``warnings``.
+        """
         if isinstance(case, (str, Path)):
             case = case_from_folder(case)
         volumes = case if isinstance(case, CaseVolumes) else load_case(case, with_label=False)
         t0 = time.perf_counter()
-        labels = self._predict_volumes(volumes)
-        return Prediction(labels, volumes, time.perf_counter() - t0)
+        warnings = guards.check_input(volumes, self.preprocessing)
+        labels, probabilities = self._predict_volumes(volumes)
+        prediction = Prediction(labels, volumes, time.perf_counter() - t0, probabilities, warnings)
+        prediction.warnings += guards.check_result(prediction)
+        return prediction
 
     def predict(self, case: Case | CaseVolumes | str | Path) -> np.ndarray:
         """BraTS 2020 (0/1/2/4) label map of ``case`` on its own grid."""
         return self.segment(case).labels
 
     @torch.inference_mode()
-    def _predict_volumes(self, volumes: CaseVolumes) -> np.ndarray:
+    def _predict_volumes(self, volumes: CaseVolumes) -> tuple[np.ndarray, np.ndarray]:
+        """BraTS 2020 labels and region probabilities ``[3, X, Y, Z]`` (float16) of a case."""
         prep = prepare_case(volumes, self.preprocessing)
         window = prep.image.shape[1:3]
         zs = np.flatnonzero(prep.brain.any(axis=(0, 1)))  # empty slices stay background
-        out = np.zeros(prep.brain.shape, dtype=np.uint8)
+        probs = np.zeros((3, *prep.brain.shape), dtype=np.float16)
         for z in self._batches(zs):
             x = torch.from_numpy(np.ascontiguousarray(np.moveaxis(prep.image[..., z], 3, 0)))
             if self.preprocessing.resize is not None:
                 x = resize_slices(x, self.preprocessing.resize)
-            logits = self._forward(x.to(self.device))
+            p = self._forward(x.to(self.device))
             if self.preprocessing.resize is not None:
-                logits = resize_slices(logits, window)
-            out[..., z] = np.moveaxis(self._to_labels(logits), 0, 2)
-        out &= prep.brain.astype(np.uint8) * 255  # nothing outside the brain
-        labels = remove_small_components(uncrop_xy(out, prep.start, prep.full_shape), self.min_component_fraction)
-        return to_brats2020(labels)
+                p = resize_slices(p, window)
+            probs[..., z] = np.moveaxis(self._to_region_probabilities(p).cpu().numpy(), 0, 3)
+        probs *= prep.brain  # nothing outside the brain
+        labels = regions_to_labels(probs > 0.5)
+        labels = remove_small_components(uncrop_xy(labels, prep.start, prep.full_shape), self.min_component_fraction)
+        full = np.zeros((3, *prep.full_shape), dtype=np.float16)
+        for region in range(3):
+            full[region] = uncrop_xy(probs[region], prep.start, prep.full_shape)
+        return to_brats2020(labels), full
 
     def _batches(self, zs: np.ndarray) -> list[np.ndarray]:
         """Split the slice indices into at most ``batch_size`` slices per batch, sizes
@@ -218,20 +242,26 @@ class Segmenter:
         return np.array_split(zs, n)
 
     def _forward(self, x: torch.Tensor) -> torch.Tensor:
+        """The network's probabilities (sigmoid per region, or softmax over classes) for a
+        batch, averaged over the in-plane flips with ``flip_tta``, as nnU-Net averages."""
         x = x.contiguous(memory_format=torch.channels_last)
         with self._autocast():
-            logits = self.model(x).float()
+            probs = self._activation(self.model(x).float())
             if self.flip_tta:
                 for dims in ((2,), (3,), (2, 3)):
-                    logits += self.model(x.flip(dims)).float().flip(dims)
-                logits /= 4
-        return logits
+                    probs += self._activation(self.model(x.flip(dims)).float()).flip(dims)
+                probs /= 4
+        return probs
 
-    def _to_labels(self, logits: torch.Tensor) -> np.ndarray:
+    def _activation(self, logits: torch.Tensor) -> torch.Tensor:
+        return torch.sigmoid(logits) if self.target == "regions" else torch.softmax(logits, dim=1)
+
+    def _to_region_probabilities(self, probs: torch.Tensor) -> torch.Tensor:
+        """``[n, 3, H, W]`` WT, TC, ET probabilities; a 4-class softmax is summed into them."""
         if self.target == "regions":
-            regions = (logits > 0).cpu().numpy()  # [n, 3, H, W]
-            return regions_to_labels(np.moveaxis(regions, 1, 0))
-        return logits.argmax(1).to(torch.uint8).cpu().numpy()
+            return probs
+        ncr, ed, et = probs[:, NCR], probs[:, ED], probs[:, ET]
+        return torch.stack([ncr + ed + et, ncr + et, et], dim=1)
 
 
 def from_pretrained(model_dir: str | Path | None = None, **kwargs) -> Segmenter:
