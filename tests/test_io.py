@@ -230,6 +230,23 @@ def test_modalities_of_different_affines(case: Case) -> None:
     _expect(case, t1ce, "affine differs from BAD_001_flair.nii.gz's")
 
 
+def test_label_with_zero_origin_is_voxel_aligned(case: Case) -> None:
+    # Some BraTS 2017 label files carry no origin; their voxels match the images'.
+    moved = AFFINE.copy()
+    moved[:3, 3] = 0.0 if AFFINE[:3, 3].any() else 239.0
+    expected = _raw(case.label)
+    nib.save(nib.Nifti1Image(expected, moved), str(case.label))
+    vols = load_case(case_from_folder(case.folder))
+    assert vols.label is not None and int((vols.label > 0).sum()) == int((expected > 0).sum())
+
+
+def test_label_with_other_orientation_is_refused(case: Case) -> None:
+    flipped = AFFINE.copy()
+    flipped[0, 0] = -flipped[0, 0]
+    nib.save(nib.Nifti1Image(_raw(case.label), flipped), str(case.label))
+    _expect(case, case.label, "affine differs from BAD_001_flair.nii.gz's")
+
+
 def test_affine_within_float_precision_is_accepted(case: Case) -> None:
     t1ce = case.images["t1ce"]
     nudged = AFFINE.copy()

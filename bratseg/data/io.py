@@ -120,7 +120,7 @@ def load_case(case: Case, with_label: bool = True) -> CaseVolumes:
     label = None
     if with_label and case.label is not None:
         seg = load_volume(case.label, dtype=np.float32)
-        _check_same_grid(ref, seg)
+        _check_same_grid(ref, seg, origin_may_differ=True)
         try:
             label = to_internal(seg.data, case.label_scheme)
         except ValueError as exc:
@@ -128,13 +128,18 @@ def load_case(case: Case, with_label: bool = True) -> CaseVolumes:
     return CaseVolumes(case.case_id, images, ref.affine, ref.header, label)
 
 
-def _check_same_grid(ref: Volume, other: Volume) -> None:
+def _check_same_grid(ref: Volume, other: Volume, origin_may_differ: bool = False) -> None:
+    """Refuse ``other`` unless it lies on ``ref``'s grid. With ``origin_may_differ`` (label
+    maps) the origin alone may differ: some BraTS 2017 label files carry a zero origin while
+    their images carry the real one, yet are voxel-aligned with them (every tumour voxel of
+    Brats17_TCIA_105_1 lies in its brain; shifted by the origins it would leave the brain)."""
     if ref.data.shape != other.data.shape:
         raise InvalidCaseError(
             other.path,
             f"shape {other.data.shape} differs from {ref.path.name}'s {ref.data.shape}",
         )
-    if not np.allclose(ref.affine, other.affine, atol=_AFFINE_TOLERANCE):
+    compared = (slice(0, 3), slice(0, 3)) if origin_may_differ else (slice(None), slice(None))
+    if not np.allclose(ref.affine[compared], other.affine[compared], atol=_AFFINE_TOLERANCE):
         raise InvalidCaseError(other.path, f"affine differs from {ref.path.name}'s: the images are not co-registered")
 
 
