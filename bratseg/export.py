@@ -18,7 +18,7 @@ import torch
 from safetensors.torch import load_file
 
 from bratseg.errors import BratsegError, ModelLoadError
-from bratseg.model.unet import build_unet
+from bratseg.model.unet import build_unet, unet_kwargs
 from bratseg.preprocessing.config import PreprocessingConfig
 
 # Everything export_run writes; an existing folder holding anything else is not replaced.
@@ -49,11 +49,7 @@ def export_run(
     prep = PreprocessingConfig.from_json(run_dir / "preprocessing.json")
     target = train_config["target"]
     if model_kwargs is None:
-        model_kwargs = dict(
-            encoder_name=train_config["encoder"],
-            in_channels=len(prep.modalities),
-            classes=3 if target == "regions" else 4,
-        )
+        model_kwargs = unet_kwargs(train_config, in_channels=len(prep.modalities))
     model = build_unet(**model_kwargs)
     model.load_state_dict(load_file(str(best)))
     history = []

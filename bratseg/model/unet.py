@@ -12,7 +12,24 @@ Example:
 
 from __future__ import annotations
 
-import segmentation_models_pytorch as smp
+from collections.abc import Mapping, Sequence
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    import segmentation_models_pytorch as smp
+
+DEFAULT_DECODER_CHANNELS = (256, 128, 64, 32, 16)  # SMP's default
+
+
+def unet_kwargs(train_config: Mapping, in_channels: int) -> dict:
+    """:func:`build_unet`'s arguments for a run's ``train_config.json`` (runs written before
+    ``decoder_channels`` existed used SMP's default)."""
+    return dict(
+        encoder_name=train_config["encoder"],
+        in_channels=in_channels,
+        classes=3 if train_config["target"] == "regions" else 4,
+        decoder_channels=tuple(train_config.get("decoder_channels", DEFAULT_DECODER_CHANNELS)),
+    )
 
 
 def build_unet(
@@ -20,9 +37,11 @@ def build_unet(
     in_channels: int = 4,
     classes: int = 3,
     encoder_depth: int = 5,
-    decoder_channels: tuple[int, ...] = (256, 128, 64, 32, 16),
+    decoder_channels: Sequence[int] = DEFAULT_DECODER_CHANNELS,
 ) -> smp.Unet:
     """An SMP ``Unet`` trained from scratch (no encoder weights can be downloaded here)."""
+    import segmentation_models_pytorch as smp  # here, so that configs import without it
+
     return smp.Unet(
         encoder_name=encoder_name,
         encoder_weights=None,

@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import json
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Literal
+
+from bratseg.model.unet import DEFAULT_DECODER_CHANNELS
 
 
 @dataclass
@@ -14,6 +16,9 @@ class TrainConfig:
 
     Args:
         encoder: SMP encoder name (trained from scratch).
+        decoder_channels: the U-Net decoder's channels, deepest first; SMP's default
+            (256, 128, 64, 32, 16) costs more than the resnet18 encoder on the CPU, so lighter
+            decoders are what pay for 2.5-D input or an ensemble.
         target: ``regions`` (sigmoid over WT, TC, ET as nnU-Net does for BraTS) or
             ``classes`` (softmax over background, NCR, ED, ET).
         epochs: maximum epochs; training stops earlier after ``patience`` epochs without a
@@ -34,6 +39,7 @@ class TrainConfig:
     """
 
     encoder: str = "resnet18"
+    decoder_channels: list[int] = field(default_factory=lambda: list(DEFAULT_DECODER_CHANNELS))
     target: Literal["regions", "classes"] = "regions"
     epochs: int = 30
     patience: int = 5

@@ -44,7 +44,7 @@ from bratseg.data.io import atomic_write_bytes
 from bratseg.data.labels import labels_to_regions
 from bratseg.errors import BratsegError, CacheError
 from bratseg.model.precision import cpu_has_bf16
-from bratseg.model.unet import build_unet
+from bratseg.model.unet import build_unet, unet_kwargs
 from bratseg.preprocessing.cache import fold_split
 from bratseg.preprocessing.config import PreprocessingConfig
 from bratseg.training.config import TrainConfig
@@ -216,8 +216,7 @@ def _train(cache_dir: Path, run_dir: Path, config: TrainConfig, resume: bool, ct
         )
         atomic_write_bytes(run_dir / "preprocessing.json", prep.to_json)
 
-    classes = 3 if config.target == "regions" else 4
-    model_kwargs = dict(encoder_name=config.encoder, in_channels=len(prep.modalities), classes=classes)
+    model_kwargs = unet_kwargs(config.to_dict(), in_channels=len(prep.modalities))
     torch.manual_seed(config.seed)
     model = build_unet(**model_kwargs)
     if config.init_weights and not (resume and last_path.exists()):
