@@ -49,7 +49,7 @@ def export_run(
     prep = PreprocessingConfig.from_json(run_dir / "preprocessing.json")
     target = train_config["target"]
     if model_kwargs is None:
-        model_kwargs = unet_kwargs(train_config, in_channels=len(prep.modalities))
+        model_kwargs = unet_kwargs(train_config, in_channels=len(prep.channels))
     model = build_unet(**model_kwargs)
     model.load_state_dict(load_file(str(best)))
     history = []

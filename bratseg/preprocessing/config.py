@@ -11,6 +11,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from bratseg.data.layout import MODALITIES
+from bratseg.preprocessing.context import channels_of
 
 
 @dataclass
@@ -26,6 +27,8 @@ class PreprocessingConfig:
         tumour_free_fraction: share of the informative tumour-free slices kept in the cache.
         label_scheme: labels written on output.
         regions: the evaluation regions a region model predicts, in channel order.
+        context_slices: neighbouring slices on each side fed with every modality (2.5-D
+            input, :mod:`bratseg.preprocessing.context`); 0 is plain 2-D.
     """
 
     modalities: list[str] = field(default_factory=lambda: list(MODALITIES))
@@ -36,6 +39,7 @@ class PreprocessingConfig:
     tumour_free_fraction: float = 0.5
     label_scheme: str = "brats2020"
     regions: list[str] = field(default_factory=lambda: ["WT", "TC", "ET"])
+    context_slices: int = 0
 
     def __post_init__(self) -> None:
         self.crop_size = tuple(self.crop_size)
@@ -43,6 +47,11 @@ class PreprocessingConfig:
         unknown = set(self.modalities) - set(MODALITIES)
         if unknown:
             raise ValueError(f"unknown modalities {sorted(unknown)}; known: {list(MODALITIES)}")
+
+    @property
+    def channels(self) -> list[str]:
+        """The modality of each network input channel, in order."""
+        return channels_of(self.modalities, self.context_slices)
 
     def to_json(self, path: str | Path) -> None:
         Path(path).write_text(json.dumps(asdict(self), indent=2) + "\n")

@@ -87,7 +87,7 @@ class SliceDataset(Dataset):
         self.transform = training_augmentation(intensity_augment) if augment else None
         self.modality_dropout = modality_dropout
         # Channels zeroed by modality dropout: every optional one (all but FLAIR and T1ce).
-        self.optional = [i for i, m in enumerate(self.config.modalities) if m not in ("flair", "t1ce")]
+        self.optional = [i for i, m in enumerate(self.config.channels) if m not in ("flair", "t1ce")]
         self.rng = np.random.default_rng(0)
         self._images = self._labels = None
 

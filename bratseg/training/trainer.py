@@ -216,7 +216,7 @@ def _train(cache_dir: Path, run_dir: Path, config: TrainConfig, resume: bool, ct
         )
         atomic_write_bytes(run_dir / "preprocessing.json", prep.to_json)
 
-    model_kwargs = unet_kwargs(config.to_dict(), in_channels=len(prep.modalities))
+    model_kwargs = unet_kwargs(config.to_dict(), in_channels=len(prep.channels))
     torch.manual_seed(config.seed)
     model = build_unet(**model_kwargs)
     if config.init_weights and not (resume and last_path.exists()):
@@ -315,7 +315,7 @@ def _train(cache_dir: Path, run_dir: Path, config: TrainConfig, resume: bool, ct
 
 
 # Preprocessing fields that shape what the network sees; the others only pick cached slices.
-INPUT_FIELDS = ("modalities", "normalization", "crop_size", "resize", "regions")
+INPUT_FIELDS = ("modalities", "normalization", "crop_size", "resize", "regions", "context_slices")
 
 
 def load_init_weights(model: torch.nn.Module, model_dir: Path, prep: PreprocessingConfig) -> None:
