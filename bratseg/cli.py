@@ -5,6 +5,7 @@ bratseg train --cache CACHE_DIR --out RUN_DIR [--config FILE] [--epochs N] [--re
 bratseg export RUN_DIR --out MODEL_DIR
 bratseg predict CASE_OR_DATA_DIR --output OUT [--model MODEL_DIR]
 bratseg evaluate --pred PRED --ref REF --out REPORT_DIR
+bratseg report CASE_DIR --out report.pdf [--model MODEL_DIR] [--seg SEG.nii.gz]
 bratseg serve [--host H] [--port P] [--model MODEL_DIR] [--data-root DIR]
 """
 
@@ -69,6 +70,12 @@ def _cmd_evaluate(args: argparse.Namespace) -> None:
     from bratseg.evaluation.report import run_evaluate
 
     run_evaluate(args)
+
+
+def _cmd_report(args: argparse.Namespace) -> None:
+    from bratseg.reporting.cli_report import run_report
+
+    run_report(args)
 
 
 def _cmd_serve(args: argparse.Namespace) -> None:
@@ -141,6 +148,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--ref-scheme", choices=schemes, default="auto", help=scheme_help)
     p.add_argument("--pred-scheme", choices=schemes, default="auto", help=scheme_help)
     p.set_defaults(func=_cmd_evaluate)
+
+    from bratseg.reporting.cli_report import add_report_parser
+
+    add_report_parser(sub).set_defaults(func=_cmd_report)
 
     p = sub.add_parser("serve", help="serve the Flask app with waitress")
     p.add_argument("--host", default="127.0.0.1")

@@ -39,3 +39,12 @@ class ModelLoadError(BratsegError):
 
 class CacheError(BratsegError):
     """A slice cache is missing, incomplete or inconsistent."""
+
+
+class ConfidenceError(BratsegError):
+    """A confidence map or score cannot be computed (no region probabilities, or ones that do
+    not match the label map)."""
+
+
+class ReportError(BratsegError):
+    """A report cannot be written (unwritable path, label map that does not fit the case)."""

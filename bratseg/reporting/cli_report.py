@@ -1,0 +1,105 @@
+"""``bratseg report``: the PDF report of one case.
+
+    bratseg report CASE_DIR --out report.pdf [--model MODEL_DIR] [--png panel.png]
+    bratseg report CASE_DIR --seg SEG.nii.gz --out report.pdf [--confidence]
+
+Given a case folder it runs the model and reports its prediction. Given ``--seg`` as well it
+reports that label map (BraTS 2020 0/1/2/4 or BraTS 2023 0/1/2/3, on the case's grid) and
+does not run the model, so it needs no model time; the confidence score is then "not
+computed", since it is read from the model's probabilities. ``--confidence`` runs the model
+once for them and scores the given label map against them: for a label map this model wrote
+(``bratseg predict``) that is the same score as without ``--seg``; for one from another tool it
+measures how far the model's probabilities agree with it, which was not what the score's
+threshold was calibrated on.
+"""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+import numpy as np
+
+from bratseg.data.io import CaseVolumes, load_volume
+from bratseg.data.labels import to_brats2020
+from bratseg.data.layout import case_from_folder, nifti_stem
+from bratseg.errors import InvalidCaseError, ReportError
+
+
+def add_report_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
+    """The ``report`` sub-command's arguments (``bratseg.cli`` sets its handler)."""
+    p = sub.add_parser(
+        "report",
+        help="PDF report of a case: volumes, confidence, key slices",
+        description="Write a one-page PDF report of a case: sequences used, preprocessing, region volumes, "
+        "confidence score and flag, key slices in three planes, the model's name and weights hash. "
+        "Research use only; not a medical device.",
+    )
+    p.add_argument("case", type=Path, metavar="CASE_DIR", help="the case folder (its images are shown)")
+    p.add_argument("--out", "-o", type=Path, required=True, help="the PDF to write")
+    p.add_argument("--model", type=Path, help="model folder (default: the model shipped with bratseg)")
+    p.add_argument("--seg", type=Path, metavar="SEG", help="report this label map instead of running the model")
+    p.add_argument(
+        "--confidence",
+        action="store_true",
+        help="with --seg: run the model for its probabilities and score the label map against them",
+    )
+    p.add_argument("--png", type=Path, metavar="PNG", help="also write the key-slice panel as a PNG")
+    return p
+
+
+def load_label_map(path: Path, volumes: CaseVolumes) -> np.ndarray:
+    """The label map at ``path`` as BraTS 2020 labels (uint8) on ``volumes``' grid.
+
+    Raises :class:`~bratseg.errors.InvalidCaseError` naming the file for an unreadable file,
+    values outside the BraTS schemes, or another shape or orientation than the case's images
+    (the origin alone may differ, as in some BraTS 2017 label files).
+    """
+    from bratseg.evaluation.metrics import to_internal_labels
+
+    volume = load_volume(path)
+    if volume.data.shape != volumes.shape:
+        shape = volume.data.shape
+        raise InvalidCaseError(path, f"label map of shape {shape} does not match the images' {volumes.shape}")
+    if not np.allclose(volume.affine[:3, :3], volumes.affine[:3, :3], atol=1e-3):
+        raise InvalidCaseError(path, "the label map's affine differs from the images': not on the case's grid")
+    internal, _scheme = to_internal_labels(volume.data, "auto", path)
+    return to_brats2020(internal)
+
+
+def run_report(args: argparse.Namespace) -> None:
+    """Run ``bratseg report`` (errors are :class:`~bratseg.errors.BratsegError`)."""
+    if nifti_stem(args.case) is not None and args.case.is_file():
+        raise ReportError(
+            f"{args.case}: a label map alone has no images to show; give the case folder and --seg {args.case.name}"
+        )
+    if args.confidence and args.seg is None:
+        raise ReportError("--confidence goes with --seg (without --seg the model runs and scores anyway)")
+    case = case_from_folder(args.case)  # check the input before loading the model
+    if args.out.is_dir():
+        raise ReportError(f"{args.out}: is a folder; give the PDF's file name")
+
+    from bratseg.data.io import load_case
+    from bratseg.inference.predictor import Prediction, from_pretrained
+    from bratseg.reporting.report import write_report
+
+    volumes = load_case(case, with_label=False)
+    if args.seg is not None:
+        labels = load_label_map(args.seg, volumes)
+        prediction = Prediction(labels, volumes, 0.0)
+        if args.confidence:
+            modelled = from_pretrained(args.model).segment(volumes)
+            prediction.probabilities, prediction.warnings = modelled.probabilities, modelled.warnings
+    else:
+        prediction = from_pretrained(args.model).segment(volumes)
+    out = write_report(prediction, args.out, model_dir=args.model)
+    if args.png is not None:
+        from bratseg.reporting.figures import key_slice_panel
+
+        key_slice_panel(prediction, args.png)
+    line = f"report written to {out}"
+    if prediction.probabilities is not None:
+        from bratseg.inference.confidence import assess
+
+        line += f" ({assess(prediction).describe()})"
+    print(line)

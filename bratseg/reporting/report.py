@@ -1,0 +1,257 @@
+"""A one- or two-page PDF report of a prediction, to hand to a supervisor or attach to a lab
+notebook.
+
+It holds the case name (no other identifier), the input sequences used, the preprocessing
+applied, the region volumes, the confidence score and its flag, the key-slice panel of
+:mod:`bratseg.reporting.figures` (three planes with the label overlay, its legend and the
+uncertainty map), the model's name, version and weights hash, the date, and the disclaimer.
+matplotlib draws it (no pyplot: safe in a web server's threads); text is embedded as
+TrueType, so it can be searched and copied.
+
+Example:
+    >>> import bratseg, tempfile, pathlib                                   # doctest: +SKIP
+    >>> prediction = bratseg.from_pretrained().segment("Brats18_2013_11_1")  # doctest: +SKIP
+    >>> write_report(prediction, pathlib.Path(tempfile.mkdtemp()) / "report.pdf")  # doctest: +SKIP
+    PosixPath('/tmp/.../report.pdf')
+"""
+
+from __future__ import annotations
+
+import datetime
+import hashlib
+import json
+import textwrap
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from bratseg.data.io import atomic_write_bytes
+from bratseg.errors import ReportError
+from bratseg.preprocessing.config import PreprocessingConfig
+
+if TYPE_CHECKING:
+    from bratseg.inference.confidence import Confidence
+    from bratseg.inference.predictor import Prediction
+
+DISCLAIMER = "Research use only; not a medical device. Not for diagnosis, treatment or any clinical decision."
+DEFAULT_PREPROCESSING = ["BraTS space input: brain mask, z-score, 160x192 window"]
+_MODALITY_NAMES = {"flair": "FLAIR", "t1ce": "T1ce", "t1": "T1", "t2": "T2"}
+_PAGE = (8.27, 11.69)  # A4 portrait, inches
+_RED = "#b00020"
+
+
+@dataclass
+class ModelInfo:
+    """What the report says about the model that made the prediction."""
+
+    name: str
+    folder: str
+    version: str
+    weights_sha256: str
+    package_version: str
+
+
+def _package_version() -> str:
+    try:
+        from importlib.metadata import PackageNotFoundError, version
+
+        return version("bratseg")
+    except PackageNotFoundError:  # running from a source tree that is not installed
+        import bratseg
+
+        return bratseg.__version__
+
+
+def weights_sha256(model_dir: str | Path) -> str:
+    """SHA-256 (hex) of a model folder's ``model.safetensors``."""
+    path = Path(model_dir) / "model.safetensors"
+    digest = hashlib.sha256()
+    try:
+        with open(path, "rb") as fh:
+            for block in iter(lambda: fh.read(1 << 20), b""):
+                digest.update(block)
+    except OSError as exc:
+        raise ReportError(f"{path}: cannot read the model weights ({exc.strerror or exc})") from None
+    return digest.hexdigest()
+
+
+def _model_name(model_dir: Path, meta: dict) -> str:
+    """``name`` from bratseg.json, else the first heading of the folder's README, else the
+    folder's name."""
+    if meta.get("name"):
+        return str(meta["name"])
+    readme = model_dir / "README.md"
+    if readme.is_file():
+        for line in readme.read_text(errors="replace").splitlines():
+            if line.startswith("# "):
+                return line[2:].strip()
+    return model_dir.name
+
+
+def model_info(model_dir: str | Path | None = None) -> ModelInfo:
+    """Name, version and weights hash of a model folder (default: the shipped model)."""
+    from bratseg.inference.predictor import SHIPPED_MODEL
+
+    model_dir = Path(model_dir) if model_dir is not None else SHIPPED_MODEL
+    try:
+        meta = json.loads((model_dir / "bratseg.json").read_text())
+    except (OSError, ValueError):
+        meta = {}  # a report can still name the folder and hash the weights
+    package = _package_version()
+    # Exported folders carry no version number yet: the folder and its best epoch identify it.
+    version = str(meta.get("version") or f"{model_dir.name} (best epoch {meta.get('best_epoch', '?')})")
+    return ModelInfo(_model_name(model_dir, meta), model_dir.name, version, weights_sha256(model_dir), package)
+
+
+def preprocessing_steps(model_dir: str | Path | None = None) -> list[str]:
+    """The BraTS-space preprocessing a model folder's ``preprocessing.json`` describes, as
+    report lines; :data:`DEFAULT_PREPROCESSING` when it cannot be read."""
+    from bratseg.inference.predictor import SHIPPED_MODEL
+
+    path = (Path(model_dir) if model_dir is not None else SHIPPED_MODEL) / "preprocessing.json"
+    try:
+        config = PreprocessingConfig.from_json(path)
+    except (OSError, ValueError, TypeError):
+        return list(DEFAULT_PREPROCESSING)
+    width, height = config.crop_size
+    step = f"BraTS space input: brain mask, z-score, {width}x{height} window"
+    if config.resize is not None:
+        step += f", resized to {config.resize[0]}x{config.resize[1]}"
+    return [step]
+
+
+def sequences_line(prediction: Prediction, model_modalities: list[str] | None = None) -> str:
+    """``FLAIR, T1ce, T1, T2``, or with absent optional ones ``FLAIR, T1ce (T1, T2 absent:
+    fed as zeros)``."""
+    present = [m for m in _MODALITY_NAMES if m in prediction.volumes.images]
+    expected = model_modalities or list(_MODALITY_NAMES)
+    line = ", ".join(_MODALITY_NAMES[m] for m in present)
+    absent = [_MODALITY_NAMES.get(m, m) for m in expected if m not in prediction.volumes.images]
+    return f"{line} ({', '.join(absent)} absent: fed as zeros)" if absent else line
+
+
+class _Writer:
+    """Text placed down a page from the top, wrapping long lines."""
+
+    def __init__(self, figure, top: float = 0.955, left: float = 0.07):
+        self.figure, self.y, self.left = figure, top, left
+
+    def line(self, text: str, size: float = 10, indent: float = 0.0, **style) -> None:
+        for i, piece in enumerate(textwrap.wrap(text, width=int(1000 / size)) or [""]):
+            self.figure.text(self.left + indent + (0.02 if i else 0.0), self.y, piece, fontsize=size, va="top", **style)
+            self.y -= size * 1.45 / (72 * _PAGE[1])
+
+    def space(self, points: float = 6) -> None:
+        self.y -= points / (72 * _PAGE[1])
+
+
+def _confidence_lines(writer: _Writer, confidence: Confidence | None) -> None:
+    writer.line("Confidence", 12, weight="bold")
+    if confidence is None:
+        writer.line("not computed: the model's probabilities were not available for this label map", 10)
+        return
+    flag = f"  {confidence.message}" if confidence.low else ""
+    writer.line(
+        f"score {confidence.score:.2f} (cases below {confidence.threshold:.2f} are flagged){flag}",
+        10,
+        color=_RED if confidence.low else "black",
+        weight="bold" if confidence.low else "normal",
+    )
+    writer.line(
+        "The score is the soft whole-tumour Dice between the model's probability map and its label map: "
+        "the Dice the labels would score if the truth followed the model's own probabilities. It tracks the "
+        "actual whole-tumour Dice on unseen cases; it is not a guarantee.",
+        8,
+        color="#444444",
+    )
+
+
+def _draw_page(
+    figure, prediction: Prediction, info: ModelInfo, steps: list[str], confidence: Confidence | None
+) -> None:
+    from bratseg.reporting.figures import key_slice_image
+
+    w = _Writer(figure)
+    w.line("Brain tumour segmentation report", 16, weight="bold")
+    w.line(DISCLAIMER, 9, color=_RED, weight="bold")
+    w.space(8)
+    w.line(f"Case: {prediction.volumes.case_id}", 12, weight="bold")
+    w.line(f"Input sequences: {sequences_line(prediction)}", 10)
+    w.line("Preprocessing:", 10)
+    for step in steps:
+        w.line(f"- {step}", 10, indent=0.02)
+    w.space(6)
+    w.line("Region volumes (cm³)", 12, weight="bold")
+    for name, value in prediction.region_volumes().items():
+        w.figure.text(w.left + 0.02, w.y, name, fontsize=10, va="top")
+        w.figure.text(w.left + 0.32, w.y, f"{value:.1f}", fontsize=10, va="top", ha="right")
+        w.space(10 * 1.45)
+    w.space(6)
+    _confidence_lines(w, confidence)
+    for warning in prediction.warnings:
+        w.line(f"Warning: {warning}", 9, color=_RED)
+    w.space(6)
+
+    footer = 0.13  # figure fraction kept for the model lines and the disclaimer
+    panel = key_slice_image(prediction, scale=2)
+    axes_height = w.y - footer - 0.01
+    axes = figure.add_axes((0.05, footer, 0.90, axes_height))
+    axes.imshow(panel, interpolation="nearest")
+    axes.set_axis_off()
+    axes.set_title("Key slices (largest tumour area per plane)", fontsize=10, loc="left")
+
+    f = _Writer(figure, top=footer - 0.005)
+    f.line(f"Model: {info.name}, version {info.version}", 8)
+    f.line(f"Weights SHA-256: {info.weights_sha256}", 8, family="monospace")
+    date = datetime.datetime.now().astimezone().strftime("%Y-%m-%d %H:%M %Z")
+    f.line(f"bratseg {info.package_version}; report generated {date}", 8)
+    f.line(DISCLAIMER, 8, color=_RED, weight="bold")
+
+
+def write_report(
+    prediction: Prediction,
+    path: str | Path,
+    *,
+    model_dir: str | Path | None = None,
+    preprocessing: list[str] | None = None,
+    confidence: Confidence | None = None,
+) -> Path:
+    """Write the PDF report of ``prediction`` to ``path`` atomically and return the path.
+
+    Args:
+        prediction: what :meth:`bratseg.Segmenter.segment` returned (or a label map wrapped in
+            a :class:`~bratseg.inference.predictor.Prediction`).
+        path: the PDF to write.
+        model_dir: the model folder that made the prediction, for its name and weights hash
+            (default: the shipped model).
+        preprocessing: the preprocessing steps applied, one line each (default: those of
+            ``model_dir``'s preprocessing.json, e.g. :data:`DEFAULT_PREPROCESSING`).
+        confidence: the case's confidence (default: :func:`bratseg.inference.confidence.assess`
+            when the prediction carries probabilities; without them the report says so).
+    """
+    import matplotlib
+    from matplotlib.backends.backend_pdf import PdfPages
+    from matplotlib.figure import Figure
+
+    from bratseg.inference.confidence import assess
+
+    path = Path(path)
+    info = model_info(model_dir)
+    steps = list(preprocessing) if preprocessing is not None else preprocessing_steps(model_dir)
+    if confidence is None and prediction.probabilities is not None:
+        confidence = assess(prediction)
+
+    def write(tmp: Path) -> None:
+        # TrueType text (not matplotlib's default Type 3) keeps the PDF's text extractable.
+        with matplotlib.rc_context({"pdf.fonttype": 42, "font.family": "DejaVu Sans"}):
+            figure = Figure(figsize=_PAGE)
+            _draw_page(figure, prediction, info, steps, confidence)
+            metadata = {"Title": f"bratseg report: {prediction.volumes.case_id}", "Creator": "bratseg"}
+            with PdfPages(tmp, metadata=metadata) as pdf:
+                pdf.savefig(figure)
+
+    try:
+        atomic_write_bytes(path, write)
+    except OSError as exc:
+        raise ReportError(f"{path}: cannot write the report ({exc.strerror or exc})") from None
+    return path

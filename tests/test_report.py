@@ -1,0 +1,126 @@
+"""The PDF report and the key-slice panel (bratseg.reporting), on a real case and the shipped
+model, read back with pypdf and Pillow; and the ``bratseg report`` command."""
+
+from __future__ import annotations
+
+import hashlib
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from bratseg.cli import main
+from bratseg.inference.confidence import assess
+from bratseg.inference.predictor import SHIPPED_MODEL, Prediction
+from bratseg.reporting.figures import key_slice_image, key_slice_panel, key_slices
+from bratseg.reporting.report import DISCLAIMER, write_report
+
+pypdf = pytest.importorskip("pypdf")
+
+WEIGHTS_SHA256 = hashlib.sha256((SHIPPED_MODEL / "model.safetensors").read_bytes()).hexdigest()
+
+
+@pytest.fixture(scope="module")
+def prediction(brats18_case, one_torch_thread) -> Prediction:
+    import bratseg
+
+    return bratseg.from_pretrained().segment(brats18_case)
+
+
+def _text(pdf_path) -> tuple[str, pypdf.PdfReader]:
+    reader = pypdf.PdfReader(str(pdf_path))
+    text = "\n".join(page.extract_text() for page in reader.pages)
+    return " ".join(text.split()), reader  # one space between words, whatever the line breaks
+
+
+def test_key_slices_are_the_largest_tumour_sections():
+    labels = np.zeros((20, 22, 18), dtype=np.uint8)
+    labels[5:9, 10:12, 3:6] = 2
+    labels[6, 4:16, 12] = 4  # a thin streak: the widest axial section (12 voxels against 8)
+    slices = key_slices(labels)
+    counts = {"sagittal": (labels != 0).sum(axis=(1, 2)), "coronal": (labels != 0).sum(axis=(0, 2))}
+    counts["axial"] = (labels != 0).sum(axis=(0, 1))
+    assert set(slices) == {"axial", "coronal", "sagittal"}
+    for axis, index in slices.items():
+        assert counts[axis][index] == counts[axis].max()
+    assert slices["axial"] == 12
+
+
+def test_report_pdf_reads_back(prediction, tmp_path):
+    path = write_report(prediction, tmp_path / "report.pdf")
+    assert path == tmp_path / "report.pdf" and not list(tmp_path.glob(".*.tmp"))
+    text, reader = _text(path)
+    assert 1 <= len(reader.pages) <= 2
+    assert "Brats18_2013_11_1" in text
+    for name, volume in prediction.region_volumes().items():
+        assert f"{name} {volume:.1f}" in text
+    assert " ".join(DISCLAIMER.split()) in text and "not a medical device" in text
+    assert WEIGHTS_SHA256 in text.replace(" ", "")
+    assert "FLAIR, T1ce, T1, T2" in text
+    assert "brain mask, z-score, 160x192 window" in text
+    assert f"score {assess(prediction).score:.2f}" in text
+    assert "bratseg U-Net (resnet18 encoder)" in text
+    images = [image for page in reader.pages for image in page.images]
+    assert images, "the key-slice panel is not embedded"
+    panel = np.asarray(images[0].image.convert("RGB"))
+    assert panel.shape[0] > 300 and panel.shape[1] > 600 and panel.std() > 20
+
+
+def test_report_options_and_flag(prediction, tmp_path):
+    low = assess(prediction, threshold=1.01)  # force the flag
+    steps = ["native scans registered to the SRI24 atlas", "HD-BET skull stripping"]
+    text, _ = _text(write_report(prediction, tmp_path / "r.pdf", preprocessing=steps, confidence=low))
+    assert "low confidence: review carefully" in text
+    assert all(step in text for step in steps) and "160x192" not in text
+    no_probs = Prediction(prediction.labels, prediction.volumes, 0.0)
+    text, _ = _text(write_report(no_probs, tmp_path / "n.pdf"))
+    assert "not computed" in text and "score" not in text.split("Confidence", 1)[1].split("Key slices")[0]
+
+
+def test_key_slice_panel_png(prediction, tmp_path):
+    path = key_slice_panel(prediction, tmp_path / "panel.png")
+    image = np.asarray(Image.open(path).convert("RGB"))
+    assert image.shape == key_slice_image(prediction).shape
+    assert image.shape[0] > 400 and image.shape[1] > 700  # two rows of three planes at scale 2
+    assert image.std() > 30  # not blank
+    # The label colours appear (edema green, necrotic core red) and so does the uncertainty.
+    flat = image.reshape(-1, 3).astype(int)
+    greenish = (flat[:, 1] - np.maximum(flat[:, 0], flat[:, 2])) > 60
+    magenta = (flat[:, 0] > 150) & (flat[:, 2] > 150) & (flat[:, 1] < 100)
+    assert greenish.sum() > 1000 and magenta.sum() > 500
+    top_only = key_slice_image(prediction, uncertainty=False)
+    assert top_only.shape[0] < image.shape[0] / 1.7
+
+
+def test_cli_report_runs_the_model(brats18_case, tmp_path, capsys, one_torch_thread):
+    out = tmp_path / "cli.pdf"
+    assert main(["report", str(brats18_case), "--out", str(out), "--png", str(tmp_path / "p.png")]) == 0
+    printed = capsys.readouterr().out
+    assert f"report written to {out}" in printed and "confidence 0." in printed
+    text, reader = _text(out)
+    assert "Brats18_2013_11_1" in text and WEIGHTS_SHA256 in text.replace(" ", "") and len(reader.pages) == 1
+    assert (tmp_path / "p.png").stat().st_size > 10_000
+
+
+def test_cli_report_of_a_given_label_map(prediction, brats18_case, tmp_path, capsys):
+    seg = prediction.save(tmp_path / "pred.nii.gz")
+    out = tmp_path / "seg.pdf"
+    assert main(["report", str(brats18_case), "--seg", str(seg), "--out", str(out)]) == 0
+    text, _ = _text(out)
+    assert "not computed" in text  # the model was not run
+    whole = prediction.region_volumes()["whole tumour"]
+    assert f"whole tumour {whole:.1f}" in text
+
+
+def test_cli_report_bad_input(prediction, brats18_case, tmp_path, capsys):
+    seg = prediction.save(tmp_path / "pred.nii.gz")
+    assert main(["report", str(seg), "--out", str(tmp_path / "x.pdf")]) == 2
+    assert "a label map alone has no images" in capsys.readouterr().err
+    import nibabel as nib
+
+    nib.save(nib.Nifti1Image(np.zeros((10, 10, 10), np.uint8), np.eye(4)), tmp_path / "small.nii.gz")
+    assert main(["report", str(brats18_case), "--seg", str(tmp_path / "small.nii.gz"), "--out", "x.pdf"]) == 2
+    err = capsys.readouterr().err
+    assert "small.nii.gz: label map of shape (10, 10, 10) does not match" in err
+    assert main(["report", str(tmp_path / "nowhere"), "--out", str(tmp_path / "x.pdf")]) == 2
+    assert not (tmp_path / "x.pdf").exists()
