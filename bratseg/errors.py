@@ -48,3 +48,14 @@ class ConfidenceError(BratsegError):
 
 class ReportError(BratsegError):
     """A report cannot be written (unwritable path, label map that does not fit the case)."""
+
+
+class UntrustworthyInputError(InvalidCaseError):
+    """Input the model was not made for, so that any answer on it would be untrustworthy: not
+    BraTS-space-like (voxel size, skull, background, slice orientation, brain outside the
+    model's window) or inconsistent modalities (one mirrored, T1 given as T1ce)."""
+
+
+class UntrustworthyResultError(InvalidCaseError):
+    """A prediction that cannot be right (tumour filling much of the brain), refused instead of
+    reported."""
