@@ -124,3 +124,30 @@ def test_cli_report_bad_input(prediction, brats18_case, tmp_path, capsys):
     assert "small.nii.gz: label map of shape (10, 10, 10) does not match" in err
     assert main(["report", str(tmp_path / "nowhere"), "--out", str(tmp_path / "x.pdf")]) == 2
     assert not (tmp_path / "x.pdf").exists()
+
+
+def test_panel_keeps_the_physical_aspect_of_anisotropic_scans():
+    import nibabel as nib
+
+    from bratseg.data.io import CaseVolumes
+
+    shape = (40, 36, 10)
+    image = np.zeros(shape, np.float32)
+    image[4:36, 4:32, 1:9] = np.random.default_rng(0).uniform(1, 2, (32, 28, 8))
+    labels = np.zeros(shape, np.uint8)
+    labels[10:20, 10:20, 4:6] = 2
+
+    def panel(z_mm: float) -> np.ndarray:
+        affine = np.diag([-1.0, -1.0, z_mm, 1.0])
+        header = nib.Nifti1Image(np.zeros(shape, np.float32), affine).header
+        volumes = CaseVolumes("ANISO", {"flair": image, "t1ce": image}, affine, header)
+        return key_slice_image(Prediction(labels, volumes, 0.0), scale=1)
+
+    iso, aniso = panel(1.0), panel(5.5)
+    # Slices cropped to the brain (plus 4 voxels): axial 40 x 36, coronal and sagittal 10
+    # slices high. At 1 mm the axial slice sets the row height; at 5.5 mm the coronal and
+    # sagittal slices are 55 mm high and set it: 19 pixels more, widths unchanged.
+    assert aniso.shape[1] == iso.shape[1]
+    assert aniso.shape[0] - iso.shape[0] == 55 - 36
+    empty = np.zeros_like(labels)
+    assert key_slices(empty, brain=image != 0) == {"axial": 4, "coronal": 17, "sagittal": 19}

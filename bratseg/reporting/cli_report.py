@@ -4,13 +4,13 @@
     bratseg report CASE_DIR --seg SEG.nii.gz --out report.pdf [--confidence]
 
 Given a case folder it runs the model and reports its prediction. Given ``--seg`` as well it
-reports that label map (BraTS 2020 0/1/2/4 or BraTS 2023 0/1/2/3, on the case's grid) and
-does not run the model, so it needs no model time; the confidence score is then "not
-computed", since it is read from the model's probabilities. ``--confidence`` runs the model
-once for them and scores the given label map against them: for a label map this model wrote
-(``bratseg predict``) that is the same score as without ``--seg``; for one from another tool it
-measures how far the model's probabilities agree with it, which was not what the score's
-threshold was calibrated on.
+reports that label map (BraTS 2020 0/1/2/4 or BraTS 2023 0/1/2/3, on the case's grid) without
+running the model, so it takes seconds; the confidence score is then "not computed", since it
+is read from the model's probabilities. ``--confidence`` runs the model once for them. The
+score measures the model's own certainty on the case and does not depend on the label map:
+for a label map this model wrote (``bratseg predict``) it is the calibrated score; for one
+from another tool it says how sure this model is about the case, not how good that label map
+is.
 """
 
 from __future__ import annotations
@@ -42,7 +42,7 @@ def add_report_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParse
     p.add_argument(
         "--confidence",
         action="store_true",
-        help="with --seg: run the model for its probabilities and score the label map against them",
+        help="with --seg: run the model for its probabilities, to report its confidence on the case",
     )
     p.add_argument("--png", type=Path, metavar="PNG", help="also write the key-slice panel as a PNG")
     return p
