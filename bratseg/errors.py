@@ -59,3 +59,8 @@ class UntrustworthyInputError(InvalidCaseError):
 class UntrustworthyResultError(InvalidCaseError):
     """A prediction that cannot be right (tumour filling much of the brain), refused instead of
     reported."""
+
+
+class OutputError(BratsegError):
+    """An output path that must not or cannot be written: one of the inputs, a folder that
+    refuses new files, or a file bratseg did not write (found before the model loads)."""

@@ -184,3 +184,71 @@ def test_shipped_model_quality_on_a_validation_case(segmenter, brats18_case: Pat
     labels = segmenter.predict(case)
     ref = load_case(case).label  # internal 0..3
     assert _dice(labels > 0, ref > 0) > 0.8
+
+
+# --------------------------------------------------------------------------------------------
+# The network cache: a fresh process loads the folded network with torch alone
+# --------------------------------------------------------------------------------------------
+
+
+def test_cached_network_computes_exactly_what_smp_folded_computes(tmp_path, monkeypatch):
+    from bratseg.inference import network_cache
+
+    monkeypatch.setenv("BRATSEG_CACHE_DIR", str(tmp_path / "cache"))
+    reference = fold_batchnorm(_shipped_smp())
+    assert network_cache.load_folded_network(SHIPPED_MODEL) is None  # empty cache
+    load_model(SHIPPED_MODEL)  # the SMP path stores the description
+    assert len(list((tmp_path / "cache" / "networks").glob("*.json"))) == 1
+    rebuilt = network_cache.load_folded_network(SHIPPED_MODEL)
+    assert rebuilt is not None and not any(isinstance(m, torch.nn.BatchNorm2d) for m in rebuilt.modules())
+    x = torch.randn(2, 4, 160, 192, generator=torch.Generator().manual_seed(1))
+    with torch.inference_mode():
+        assert torch.equal(rebuilt(x), reference(x))
+
+
+def test_fresh_process_loads_without_smp_and_predicts_the_same(tmp_path, small_case, segmenter):
+    import subprocess
+    import sys
+
+    env = {**__import__("os").environ, "BRATSEG_CACHE_DIR": str(tmp_path / "cache")}
+    probe = (
+        "import sys, numpy as np, bratseg; labels = bratseg.from_pretrained().predict(sys.argv[1]); "
+        "np.save(sys.argv[2], labels); print('SMP', 'segmentation_models_pytorch' in sys.modules)"
+    )
+    runs = [
+        subprocess.run(
+            [sys.executable, "-c", probe, str(small_case.folder), str(tmp_path / f"{i}.npy")],
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=300,
+        )
+        for i in range(2)
+    ]
+    assert [r.returncode for r in runs] == [0, 0], runs[0].stderr + runs[1].stderr
+    assert "SMP True" in runs[0].stdout and "SMP False" in runs[1].stdout  # traced once, then cached
+    expected = segmenter.predict(small_case)
+    for i in range(2):
+        assert np.array_equal(np.load(tmp_path / f"{i}.npy"), expected)
+
+
+def test_damaged_or_undescribable_cache_falls_back_to_smp(tmp_path, monkeypatch, small_case):
+    import segmentation_models_pytorch as smp
+
+    from bratseg.inference import network_cache
+
+    monkeypatch.setenv("BRATSEG_CACHE_DIR", str(tmp_path / "cache"))
+    load_model(SHIPPED_MODEL)
+    (stored,) = (tmp_path / "cache" / "networks").glob("*.json")
+    stored.write_text('{"format": 1, "layers": {"encoder.conv1": {"class": "os.system"}}}')
+    assert network_cache.load_folded_network(SHIPPED_MODEL) is None
+    model, _, _ = load_model(SHIPPED_MODEL)  # loads through SMP again, and stores a sound one
+    assert network_cache.load_folded_network(SHIPPED_MODEL) is not None
+    # efficientnet's traced graph reads tensors outside its layers: not described, still folded.
+    model_dir = tmp_path / "effnet"
+    smp.Unet("efficientnet-b0", encoder_weights=None, in_channels=4, classes=3).save_pretrained(model_dir)
+    for name in ("preprocessing.json", "bratseg.json"):
+        shutil.copy(SHIPPED_MODEL / name, model_dir / name)
+    Segmenter.from_pretrained(model_dir)
+    assert network_cache.load_folded_network(model_dir) is None
+    assert Segmenter.from_pretrained(model_dir).predict(small_case).shape == (96, 96, 40)

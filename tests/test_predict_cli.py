@@ -115,7 +115,9 @@ def test_folder_of_cases(brats18_dir, tmp_path, capsys):
         brain, like = _brain(brats18_dir / name)
         _check_output(out / f"{name}.nii.gz", like, brain)
     captured = capsys.readouterr()
-    assert "2 cases written" in captured.out
+    assert "2 cases: 2 written, 0 skipped (already predicted), 0 failed" in captured.out
+    table = (out / "volumes.csv").read_text().splitlines()
+    assert [row.split(",")[0] for row in table[1:]] == picked
     assert "predict" in captured.err  # the tqdm progress bar
     for name in picked:
         assert any(x.startswith(f"{name}:") and "cm3" in x for x in (captured.out + captured.err).splitlines())
@@ -132,10 +134,11 @@ def test_bad_case_in_a_folder_is_skipped(tmp_path, capsys):
     out = tmp_path / "out"
     rc = main(["predict", str(data), "--output", str(out)])
     assert rc == 2
-    assert sorted(p.name for p in out.iterdir()) == ["SYNTHETIC_A.nii.gz"]
+    assert sorted(p.name for p in out.iterdir()) == ["SYNTHETIC_A.nii.gz", "volumes.csv"]
     captured = capsys.readouterr()
-    assert "SYNTHETIC_B: skipped:" in captured.err and "SYNTHETIC_B_t1ce.nii.gz" in captured.err
-    assert "SYNTHETIC_C: skipped:" in captured.err and "T1CE" in captured.err
+    assert "SYNTHETIC_B: failed:" in captured.err and "SYNTHETIC_B_t1ce.nii.gz" in captured.err
+    assert "SYNTHETIC_C: failed:" in captured.err and "T1CE" in captured.err
+    assert "3 cases: 1 written, 0 skipped (already predicted), 2 failed" in captured.out
     last = captured.err.strip().splitlines()[-1]
     assert last.startswith("bratseg predict: error: 2 of 3 cases failed (SYNTHETIC_B, SYNTHETIC_C)")
 
@@ -146,19 +149,19 @@ def test_unexpected_error_in_one_case_does_not_stop_the_folder(tmp_path, capsys,
     data = tmp_path / "data"
     for i, name in enumerate(("SYNTHETIC_OK", "SYNTHETIC_BOOM")):
         write_synthetic_case(data / name, shape=(48, 48, 16), seed=i)
-    real = Segmenter._predict_volumes
+    real = Segmenter.run_network
 
-    def flaky(self, volumes):
-        if volumes.case_id == "SYNTHETIC_BOOM":
+    def flaky(self, prepared):
+        if prepared.volumes.case_id == "SYNTHETIC_BOOM":
             raise MemoryError("simulated")
-        return real(self, volumes)
+        return real(self, prepared)
 
-    monkeypatch.setattr(Segmenter, "_predict_volumes", flaky)
+    monkeypatch.setattr(Segmenter, "run_network", flaky)
     rc = main(["predict", str(data), "--output", str(tmp_path / "out"), "--quiet"])
     assert rc == 2
-    assert [p.name for p in (tmp_path / "out").iterdir()] == ["SYNTHETIC_OK.nii.gz"]
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["SYNTHETIC_OK.nii.gz", "volumes.csv"]
     err = capsys.readouterr().err
-    assert "SYNTHETIC_BOOM: skipped: MemoryError: simulated" in err
+    assert "SYNTHETIC_BOOM: failed: MemoryError: simulated" in err
 
 
 @pytest.mark.parametrize(
@@ -227,3 +230,78 @@ def test_entry_point_exit_code_for_bad_input(tmp_path):
     )
     assert run.returncode == 2
     assert run.stderr.strip() == "bratseg predict: error: nowhere: does not exist"
+
+
+# --------------------------------------------------------------------------------------------
+# Data loss: outputs that are inputs, upper-case suffixes, unwritable outputs, foreign files
+# --------------------------------------------------------------------------------------------
+
+
+def _one_error_line(capsys) -> str:
+    captured = capsys.readouterr()
+    err = captured.err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("bratseg predict: error: "), captured.err
+    assert "loaded in" not in captured.out, "the model was loaded before the output was checked"
+    return err[0]
+
+
+@pytest.mark.parametrize("how", ["same path", "symbolic link", "hard link", "explicit file"])
+def test_output_that_is_an_input_is_refused_and_the_scan_kept(how, tmp_path, capsys):
+    case = write_synthetic_case(tmp_path / "data" / "P1", shape=(48, 48, 16))
+    scan = case.images["flair"]
+    args = ["predict", str(case.folder), "--output", str(scan)]
+    if how == "symbolic link":
+        (tmp_path / "link.nii.gz").symlink_to(scan)
+        args[-1] = str(tmp_path / "link.nii.gz")
+    elif how == "hard link":
+        os.link(scan, tmp_path / "hard.nii.gz")
+        args[-1] = str(tmp_path / "hard.nii.gz")
+    elif how == "explicit file":
+        scan = case.images["t1ce"]
+        args = ["predict", "--flair", str(case.images["flair"]), "--t1ce", str(scan), "--output", str(scan)]
+    before = scan.read_bytes()
+    assert main([*args, "--overwrite"]) == 2
+    assert "is the input" in _one_error_line(capsys)
+    assert scan.read_bytes() == before
+
+
+def test_upper_case_gzip_suffix_writes_gzip(tmp_path):
+    case = write_synthetic_case(tmp_path / "SYNTHETIC_U", shape=(48, 48, 16))
+    out = tmp_path / "seg.NII.GZ"
+    assert main(["predict", str(case.folder), "--output", str(out), "--quiet"]) == 0
+    assert out.read_bytes()[:2] == b"\x1f\x8b", "a .NII.GZ output must be gzip-compressed"
+    assert nib.load(out).shape == (48, 48, 16)
+
+
+@pytest.mark.parametrize(
+    ("make_output", "message"),
+    [
+        (lambda t: t / "afile.txt" / "seg.nii.gz", "afile.txt is a file, not a folder"),
+        (lambda t: Path("/sys/bratseg-no-such-dir/seg.nii.gz"), "/sys refuses new files (Permission denied)"),
+        (lambda t: t / "adir", None),  # a folder for one case: written inside it (folder output)
+    ],
+)
+def test_unwritable_output_is_found_before_the_model_loads(make_output, message, tmp_path, capsys):
+    if message and message.startswith("/sys") and not Path("/sys").is_dir():
+        pytest.skip("no /sys here (a folder that refuses new files even to root)")
+    case = write_synthetic_case(tmp_path / "SYNTHETIC_W", shape=(48, 48, 16))
+    (tmp_path / "afile.txt").write_text("not a folder")
+    output = make_output(tmp_path)
+    rc = main(["predict", str(case.folder), "--output", str(output), "--quiet"])
+    if message is None:
+        assert rc == 0 and (output / "SYNTHETIC_W.nii.gz").is_file()
+        return
+    assert rc == 2
+    line = _one_error_line(capsys)
+    assert "cannot be written" in line and message in line
+
+
+def test_existing_foreign_file_is_replaced_only_with_overwrite(tmp_path, capsys):
+    case = write_synthetic_case(tmp_path / "SYNTHETIC_F", shape=(48, 48, 16))
+    out = tmp_path / "seg.nii.gz"
+    out.write_bytes(b"someone else's file")
+    assert main(["predict", str(case.folder), "--output", str(out), "--quiet"]) == 2
+    assert "is not a label map written by bratseg predict" in _one_error_line(capsys)
+    assert out.read_bytes() == b"someone else's file"
+    assert main(["predict", str(case.folder), "--output", str(out), "--quiet", "--overwrite"]) == 0
+    assert nib.load(out).shape == (48, 48, 16)

@@ -2,15 +2,21 @@
 
     bratseg predict CASE_DIR --output OUT.nii.gz [--model MODEL_DIR]
     bratseg predict --flair F --t1ce F [--t1 F] [--t2 F] --output OUT.nii.gz
-    bratseg predict DATA_DIR --output OUT_DIR          # writes OUT_DIR/<case>.nii.gz
+    bratseg predict DATA_DIR --output OUT_DIR          # OUT_DIR/<case>.nii.gz and OUT_DIR/volumes.csv
+    torchrun --nproc-per-node N -m bratseg predict DATA_DIR --output OUT_DIR   # N processes share the cases
 
-The model is loaded once. In folder mode a case that cannot be read is reported and skipped,
-and the command fails (exit code 2) at the end, naming the cases that failed. Inputs and
-outputs are checked before the model is loaded, so a typo fails in well under a second.
+The model is loaded once. Reading the next case, the network and writing the previous case
+overlap (:mod:`bratseg.inference.batch`); a single case's reading overlaps the model's
+start-up. In folder mode a case that cannot be read is reported and the others go on; the
+command fails (exit code 2) at the end, naming the cases that failed. Each label map is
+written atomically and carries its own record; a rerun skips the cases already predicted
+with the same model and settings (``--overwrite`` redoes them), so a killed run loses at most
+the cases in flight. ``volumes.csv`` is rebuilt from the label maps' records at the end.
 
-Start-up matters here (a CLI call is a fresh process): this module imports only what
-prediction needs (torch with the predictor, segmentation-models-pytorch with the model);
-MONAI, Gradio and Flask are not imported.
+Everything that can be known wrong is checked before the model loads: inputs, an output that
+is one of the inputs, an output folder that cannot be written, an existing file bratseg did
+not write. Per-case extras (confidence maps, figures) plug in as :data:`CaseHook` functions
+(:func:`case_hooks`), called with each prediction and the path of its label map.
 """
 
 from __future__ import annotations
@@ -19,12 +25,23 @@ import argparse
 import os
 import sys
 import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from bratseg.data.layout import MODALITIES, Case, case_from_folder, modality_of, nifti_stem
 from bratseg.errors import BratsegError, InvalidCaseError
 
+if TYPE_CHECKING:
+    from bratseg.inference.batch import Job, Outcome
+    from bratseg.inference.predictor import Prediction
+
 _REGIONS_SHOWN = ("whole tumour", "tumour core", "enhancing tumour")
+
+CaseHook = Callable[["Prediction", Path], None]
+"""Called on the writer thread with each case's prediction and the path of its label map,
+after the label map is written (an error in it fails that case)."""
 
 
 def _positive_int(text: str) -> int:
@@ -52,8 +69,15 @@ def add_predict_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentPars
     p.add_argument("--precision", choices=["auto", "bf16", "fp32"], default="auto")
     p.add_argument("--threads", type=_positive_int, help="CPU threads (default: one per core)")
     p.add_argument("--batch-size", type=_positive_int, help="slices per forward pass")
+    p.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N (default cpu; bf16 autocast on GPUs)")
+    p.add_argument("--overwrite", action="store_true", help="redo cases whose label map exists (default: skip them)")
     p.add_argument("--quiet", "-q", action="store_true", help="no progress bar or per-case lines")
     return p
+
+
+def case_hooks(args: argparse.Namespace) -> list[CaseHook]:
+    """The per-case extras the arguments ask for, run after each label map is written."""
+    return []
 
 
 def _is_nifti_name(path: Path) -> bool:
@@ -101,14 +125,16 @@ def _explicit_case(args: argparse.Namespace) -> Case | None:
     return Case.from_files(given["flair"], given["t1ce"], given.get("t1"), given.get("t2"), case_id=case_id)
 
 
-def _plan(args: argparse.Namespace) -> tuple[list[Case | Path], list[Path], bool]:
-    """The inputs and where each output goes, and whether this is folder mode. Raises
+def _plan(args: argparse.Namespace) -> tuple[list[Job], bool]:
+    """The cases and where each output goes, and whether this is folder mode. Raises
     :class:`BratsegError` for anything that can be known wrong before the model loads."""
+    from bratseg.inference.batch import Job
+
     case = _explicit_case(args)
     output: Path = args.output
     if case is not None:
         target = output if _is_nifti_name(output) else output / f"{case.case_id}.nii.gz"
-        return [case], [target], False
+        return [Job(case.case_id, case, target)], False
     if args.case is None:
         raise BratsegError("give a case folder, a folder of cases, or --flair and --t1ce files")
     src: Path = args.case
@@ -119,7 +145,7 @@ def _plan(args: argparse.Namespace) -> tuple[list[Case | Path], list[Path], bool
     if _is_case_folder(src):
         one = case_from_folder(src)  # a bad single case fails now, before the model loads
         target = output if _is_nifti_name(output) else output / f"{one.case_id}.nii.gz"
-        return [one], [target], False
+        return [Job(one.case_id, one, target)], False
     folders = discover_cases(src)
     if not folders:
         raise InvalidCaseError(src, "holds no case folders (no NIfTI files named like BraTS modalities)")
@@ -127,85 +153,194 @@ def _plan(args: argparse.Namespace) -> tuple[list[Case | Path], list[Path], bool
         raise BratsegError(f"{output}: {src.name} is a folder of {len(folders)} cases; --output must be a folder")
     if output.exists() and not output.is_dir():
         raise BratsegError(f"{output}: exists and is not a folder")
-    return list(folders), [output / f"{f.name}.nii.gz" for f in folders], True
+    jobs = [Job(f.name, f, output / f"{f.name}.nii.gz") for f in folders]
+    seen: dict[Path, Job] = {}
+    for job in jobs:
+        if job.target in seen:
+            raise BratsegError(
+                f"cases {seen[job.target].source} and {job.source} would both write {job.target}; rename one folder"
+            )
+        seen[job.target] = job
+    return jobs, True
 
 
 def _volumes_line(volumes: dict[str, float]) -> str:
     return ", ".join(f"{name} {volumes[name]:.1f} cm3" for name in _REGIONS_SHOWN)
 
 
+@dataclass
+class RankSummary:
+    """What one process did: gathered on rank 0 for the final summary."""
+
+    rank: int
+    written: int = 0
+    skipped: int = 0
+    failed: list[tuple[str, str]] = field(default_factory=list)
+    seconds: float = 0.0
+
+
 def run_predict(args: argparse.Namespace) -> None:
     """Run ``bratseg predict`` (see the module docstring). Raises :class:`BratsegError` for
     bad input, which ``bratseg.cli.main`` turns into one line and exit code 2."""
+    from bratseg.inference import outputs
+
     t_start = time.perf_counter()
-    inputs, targets, folder_mode = _plan(args)
-    if folder_mode:
-        seen: dict[Path, Path] = {}
-        for src, dst in zip(inputs, targets):
-            if dst in seen:
-                raise BratsegError(f"cases {seen[dst]} and {src} would both write {dst}; rename one folder")
-            seen[dst] = src
+    jobs, folder_mode = _plan(args)
+    inputs = [f for job in jobs for f in outputs.input_files(job.source)]
+    outputs.check_targets([job.target for job in jobs], inputs, overwrite=args.overwrite)
 
-    from bratseg.inference.predictor import DEFAULT_BATCH_SIZE, Segmenter
+    from bratseg.inference.distributed import join_world, shard
 
-    segmenter = Segmenter.from_pretrained(
-        args.model,
-        precision=args.precision,
-        flip_tta=args.tta,
-        threads=args.threads,
-        batch_size=args.batch_size or DEFAULT_BATCH_SIZE,
+    world = join_world(args.device)
+    try:
+        summary = _predict_share(args, shard(jobs, world.rank, world.world_size), folder_mode, world, t_start)
+        world.barrier()  # every label map is written before the table is built from them
+        summaries = world.gather(summary)
+        if world.is_main:
+            if folder_mode:
+                records = [r for job in jobs if (r := outputs.read_record(job.target)) is not None]
+                outputs.remove_stale_temporaries(args.output / outputs.TABLE_NAME)
+                outputs.write_volumes_table(args.output / outputs.TABLE_NAME, records)
+            _report(args, summaries, len(jobs), folder_mode, world.world_size, time.perf_counter() - t_start)
+    finally:
+        world.close()
+
+
+def _predict_share(args: argparse.Namespace, jobs: list[Job], folder_mode: bool, world, t_start: float) -> RankSummary:
+    """Predict this process's cases; skip those already done."""
+    from bratseg.data.io import save_nifti
+    from bratseg.inference import outputs
+    from bratseg.inference.batch import run_batch
+    from bratseg.inference.predictor import (
+        DEFAULT_BATCH_SIZE,
+        SHIPPED_MODEL,
+        Segmenter,
+        resolve_precision,
+        weights_version,
     )
-    t_loaded = time.perf_counter()
+
+    summary = RankSummary(world.rank)
+    device = world.device_for(args.device)
+    model_dir = args.model or SHIPPED_MODEL
     show = not args.quiet
+    prefix = f"rank {world.rank}: " if world.distributed else ""
+    settings = {"tta": args.tta, "precision": resolve_precision(args.precision, device)}
+    version = weights_version(model_dir) if Path(model_dir, "model.safetensors").is_file() else "unknown"
+    pending = []
+    for job in jobs:
+        status = "missing" if args.overwrite else "stale"
+        if not args.overwrite:
+            status = outputs.existing_status(job.target, outputs.input_shape(job.source), version, settings)
+        if status == "done":
+            summary.skipped += 1
+            if show:
+                print(f"{prefix}{job.name}: skipped: {job.target} is already predicted (--overwrite to redo)")
+            continue
+        outputs.remove_stale_temporaries(job.target)
+        pending.append(job)
+    if not pending:
+        return summary
+
     bar = None
-    if folder_mode and show:
+    if folder_mode and show and not world.distributed:
         from tqdm import tqdm
 
-        bar = tqdm(total=len(inputs), desc="predict", unit="case", file=sys.stderr)
+        bar = tqdm(total=len(pending), desc="predict", unit="case", file=sys.stderr)
 
     def say(line: str, error: bool = False) -> None:
         # Results to stdout, problems to stderr; through tqdm while its bar is drawn, so
         # the bar is redrawn below the line instead of being broken by it.
         stream = sys.stderr if error else sys.stdout
         if bar is not None:
-            bar.write(line, file=stream)
+            bar.write(prefix + line, file=stream)
         else:
-            print(line, file=stream, flush=True)
+            print(prefix + line, file=stream, flush=True)
 
-    if show:
-        say(f"model {args.model or 'shipped'} loaded in {t_loaded - t_start:.2f} s ({segmenter.precision})")
+    loaded: list[Segmenter] = []
 
-    failed: list[tuple[str, str]] = []
-    for src, dst in zip(inputs, targets):
-        name = src.case_id if isinstance(src, Case) else src.name
-        t0 = time.perf_counter()
+    def load() -> Segmenter:
+        segmenter = Segmenter.from_pretrained(
+            args.model,
+            precision=args.precision,
+            flip_tta=args.tta,
+            threads=args.threads,
+            batch_size=args.batch_size or DEFAULT_BATCH_SIZE,
+            device=device,
+        )
+        loaded.append(segmenter)
+        if show:
+            elapsed = time.perf_counter() - t_start
+            say(f"model {args.model or 'shipped'} loaded in {elapsed:.2f} s ({segmenter.precision})")
+        return segmenter
+
+    hooks = case_hooks(args)
+
+    def write(job: Job, prediction: Prediction) -> None:
+        segmenter = loaded[0]
+        record = outputs.CaseRecord(
+            job.name,
+            prediction.region_volumes(),
+            round(prediction.seconds, 3),
+            segmenter.model_name,
+            segmenter.model_version,
+            settings,
+            list(prediction.warnings),
+            list(prediction.labels.shape),
+            world.rank,
+        )
         try:
-            pred = segmenter.segment(src)
-            try:
-                pred.save(dst)
-            except OSError as exc:
-                raise BratsegError(f"{dst}: cannot write the label map ({exc.strerror or exc})") from None
-        except Exception as exc:
-            # In folder mode one bad case must not cost the others, whatever went wrong
-            # with it; alone, a typed error is the CLI's one-line message and anything else
-            # is a bug whose traceback we want.
-            if not folder_mode:
-                raise
-            reason = str(exc) if isinstance(exc, BratsegError) else f"{type(exc).__name__}: {exc}"
-            failed.append((name, reason))
-            say(f"{name}: skipped: {reason}", error=True)
-        else:
+            save_nifti(outputs.attach_record(prediction.to_nifti(), record), job.target)
+        except OSError as exc:
+            raise BratsegError(f"{job.target}: cannot write the label map ({exc.strerror or exc})") from None
+        for hook in hooks:
+            hook(prediction, job.target)
+
+    def on_outcome(outcome: Outcome) -> None:
+        name = outcome.job.name
+        if outcome.ok:
+            summary.written += 1
+            pred = outcome.prediction
             if show:
                 say(
-                    f"{name}: {pred.seconds:.2f} s prediction, {time.perf_counter() - t0:.2f} s with I/O; "
-                    f"{_volumes_line(pred.region_volumes())} -> {dst}"
+                    f"{name}: {pred.seconds:.2f} s prediction, {outcome.wall_seconds:.2f} s with I/O; "
+                    f"{_volumes_line(pred.region_volumes())} -> {outcome.job.target}"
                 )
+            for warning in pred.warnings:
+                say(f"{name}: warning: {warning}", error=True)
+        else:
+            exc = outcome.error
+            reason = str(exc) if isinstance(exc, BratsegError) else f"{type(exc).__name__}: {exc}"
+            summary.failed.append((name, reason))
+            if folder_mode:  # alone, the error itself is raised below
+                say(f"{name}: failed: {reason}", error=True)
         if bar is not None:
             bar.update()
+
+    outcomes = run_batch(pending, load, write, on_outcome)
     if bar is not None:
         bar.close()
+    if not folder_mode and not outcomes[0].ok:
+        # Alone, a typed error is the CLI's one-line message and anything else is a bug
+        # whose traceback we want.
+        raise outcomes[0].error
+    summary.seconds = time.perf_counter() - t_start
+    return summary
+
+
+def _report(
+    args: argparse.Namespace, summaries: list[RankSummary], total: int, folder_mode: bool, world_size: int, wall: float
+) -> None:
+    """The final summary (rank 0): cases written, skipped and failed, and the time."""
+    written = sum(s.written for s in summaries)
+    skipped = sum(s.skipped for s in summaries)
+    failed = [f for s in summaries for f in s.failed]
+    if folder_mode and not args.quiet:
+        processes = f" by {world_size} processes" if world_size > 1 else ""
+        per_case = f" ({wall / written:.2f} s per case written)" if written else ""
+        print(
+            f"{total} cases: {written} written, {skipped} skipped (already predicted), {len(failed)} failed{processes} "
+            f"in {wall:.1f} s{per_case}; label maps and volumes.csv in {args.output}"
+        )
     if failed:
         names = ", ".join(n for n, _ in failed)
-        raise BratsegError(f"{len(failed)} of {len(inputs)} cases failed ({names}); the others were written")
-    if show and folder_mode:
-        print(f"{len(inputs)} cases written to {args.output} in {time.perf_counter() - t_start:.1f} s")
+        raise BratsegError(f"{len(failed)} of {total} cases failed ({names}); the others were written")

@@ -17,6 +17,8 @@ bfloat16 where the CPU has native bf16 (AVX-512 BF16 / AMX).
 
 from __future__ import annotations
 
+import functools
+import hashlib
 import json
 import time
 from contextlib import nullcontext
@@ -30,14 +32,16 @@ import torch
 from bratseg.data.io import CaseVolumes, label_image, load_case, save_nifti
 from bratseg.data.labels import ED, ET, NCR, regions_to_labels, to_brats2020
 from bratseg.data.layout import Case, case_from_folder
-from bratseg.errors import ModelLoadError
+from bratseg.errors import BratsegError, ModelLoadError
 from bratseg.inference import guards
+from bratseg.inference.network_cache import load_folded_network, store_description
 from bratseg.inference.postprocessing import remove_small_components
 from bratseg.inference.regions import region_volumes
 from bratseg.model.precision import cpu_has_bf16
 from bratseg.preprocessing.config import PreprocessingConfig
+from bratseg.preprocessing.context import with_context
 from bratseg.preprocessing.crop import resize_slices, uncrop_xy
-from bratseg.preprocessing.pipeline import prepare_case
+from bratseg.preprocessing.pipeline import PreparedCase, prepare_case
 
 SHIPPED_MODEL = Path(__file__).resolve().parent.parent / "pretrained" / "brats18-unet-resnet18"
 REQUIRED_FILES = ("config.json", "model.safetensors", "preprocessing.json", "bratseg.json")
@@ -82,9 +86,11 @@ def load_model(model_dir: str | Path) -> tuple[torch.nn.Module, dict, dict]:
     """The network of a model folder, ready for inference, its ``bratseg.json`` metadata and
     SMP's ``config.json``.
 
-    The network loads through SMP's ``from_pretrained`` (safetensors only: nothing is
-    unpickled), then torch.fx folds every BatchNorm into the convolution before it, which
-    saves a pass over each feature map (BENCHMARKS.md).
+    BatchNorm is folded into the convolution before it, which saves a pass over each feature
+    map (BENCHMARKS.md). The first load of a model goes through SMP's ``from_pretrained``
+    (safetensors only: nothing is unpickled) and torch.fx; it stores the folded network's
+    structure in a cache so that later loads, in any process, rebuild it with torch alone
+    (:mod:`bratseg.inference.network_cache`: about 3 CPU-s less per CLI call).
     """
     model_dir = Path(model_dir)
     if not model_dir.is_dir():
@@ -97,6 +103,9 @@ def load_model(model_dir: str | Path) -> tuple[torch.nn.Module, dict, dict]:
         config = json.loads((model_dir / "config.json").read_text())
     except (ValueError, OSError) as exc:
         raise ModelLoadError(f"{model_dir}: unreadable model metadata ({exc})") from None
+    network = load_folded_network(model_dir)
+    if network is not None:
+        return network, meta, config
     import segmentation_models_pytorch as smp
     from safetensors import SafetensorError
 
@@ -104,7 +113,7 @@ def load_model(model_dir: str | Path) -> tuple[torch.nn.Module, dict, dict]:
         model = smp.from_pretrained(str(model_dir)).float().eval()
     except (ValueError, KeyError, TypeError, RuntimeError, OSError, SafetensorError) as exc:
         raise ModelLoadError(f"{model_dir}: the model files do not agree ({exc})") from None
-    return fold_batchnorm(model), meta, config
+    return store_description(model_dir, model) or model, meta, config
 
 
 def fold_batchnorm(model: torch.nn.Module) -> torch.nn.Module:
@@ -118,8 +127,36 @@ def fold_batchnorm(model: torch.nn.Module) -> torch.nn.Module:
         return model
 
 
+@dataclass
+class PreparedInput:
+    """A case ready for the network (:meth:`Segmenter.prepare`): the model-ready slices
+    ``[n, C, H, W]`` (channels-last, only slices that hold brain) and what
+    :meth:`Segmenter.finish` needs to put the result back on the input's grid."""
+
+    volumes: CaseVolumes
+    prepared: PreparedCase
+    slices: torch.Tensor
+    slice_index: np.ndarray
+    warnings: list[str]
+    seconds: float
+
+
+@dataclass
+class NetworkOutput:
+    """What :meth:`Segmenter.run_network` gives :meth:`Segmenter.finish`: region
+    probabilities ``[n, 3, H, W]`` (float32) of the prepared slices, and the network's time."""
+
+    region_probabilities: torch.Tensor
+    seconds: float
+
+
 class Segmenter:
     """A model plus the preprocessing it was trained with.
+
+    :meth:`segment` is :meth:`prepare` (checks, preprocessing), :meth:`run_network` and
+    :meth:`finish` (labels, post-processing, result checks) in a row; a batch runner calls the
+    three steps from different threads so that one case is read and prepared while another
+    runs through the network (:mod:`bratseg.inference.batch`).
 
     Args:
         model: the U-Net (an SMP model, BatchNorm folded or not).
@@ -129,13 +166,14 @@ class Segmenter:
         precision: ``bf16`` (autocast), ``fp32``, or ``auto``: bf16 on a GPU or a CPU with
             native bf16, else fp32.
         flip_tta: average predictions over the three in-plane flips (4x the network time).
-        device: torch device.
+        device: torch device (``cpu``, ``cuda``, ``cuda:1``).
         threads: intra-op threads for torch (process-wide); None leaves torch's default
             (one per physical core).
         min_component_fraction: connected components of the whole tumour smaller than this
             fraction of the largest are removed (0 keeps everything); chosen on the training
             cases, where it never lowered Dice, while it cut the validation HD95 from 31 to
             7 mm (model_card.md).
+        model_dir: the model folder it was loaded from (None for a model built in memory).
     """
 
     def __init__(
@@ -149,21 +187,23 @@ class Segmenter:
         device: str | torch.device = "cpu",
         threads: int | None = None,
         min_component_fraction: float = 0.1,
+        model_dir: str | Path | None = None,
     ):
         if precision not in ("auto", "bf16", "fp32"):
             raise ValueError(f"precision must be auto, bf16 or fp32, not {precision!r}")
         if threads is not None:
             torch.set_num_threads(threads)
         self.device = torch.device(device)
+        if self.device.type == "cuda" and not torch.cuda.is_available():
+            raise BratsegError(f"--device {device}: no CUDA GPU is available here")
         self.model = model.float().eval().to(self.device, memory_format=torch.channels_last)
         self.preprocessing = preprocessing
         self.target = target
         self.batch_size = batch_size
-        if precision == "auto":
-            precision = "bf16" if self.device.type == "cuda" or cpu_has_bf16() else "fp32"
-        self.precision = precision
+        self.precision = resolve_precision(precision, self.device)
         self.flip_tta = flip_tta
         self.min_component_fraction = min_component_fraction
+        self.model_dir = None if model_dir is None else Path(model_dir)
 
     @classmethod
     def from_pretrained(cls, model_dir: str | Path | None = None, **kwargs) -> Segmenter:
@@ -176,12 +216,24 @@ class Segmenter:
         except (ValueError, TypeError, OSError) as exc:
             raise ModelLoadError(f"{prep_path}: not a valid preprocessing config ({exc})") from None
         in_channels = config.get("in_channels")
-        if in_channels is not None and in_channels != len(prep.modalities):
+        channels = _input_channels(prep)
+        if in_channels is not None and in_channels != len(channels):
             raise ModelLoadError(
                 f"{model_dir}: config.json has {in_channels} input channels but preprocessing.json "
-                f"lists {len(prep.modalities)} modalities"
+                f"gives {len(channels)} ({len(prep.modalities)} modalities)"
             )
-        return cls(model, prep, meta.get("target", "regions"), **kwargs)
+        return cls(model, prep, meta.get("target", "regions"), model_dir=model_dir, **kwargs)
+
+    @property
+    def model_name(self) -> str:
+        """The model folder's name (``in-memory`` for a model built in memory)."""
+        return self.model_dir.name if self.model_dir is not None else "in-memory"
+
+    @functools.cached_property
+    def model_version(self) -> str:
+        """``sha256:`` and the first 12 hex digits of the weights file: which weights
+        predicted, whatever the folder is called."""
+        return "unknown" if self.model_dir is None else weights_version(self.model_dir)
 
     def _autocast(self):
         if self.precision == "bf16":
@@ -196,42 +248,73 @@ class Segmenter:
         trusted on raises :class:`bratseg.errors.BratsegError`; a doubtful result is returned
         with ``warnings``.
         """
-        if isinstance(case, (str, Path)):
-            case = case_from_folder(case)
-        volumes = case if isinstance(case, CaseVolumes) else load_case(case, with_label=False)
-        t0 = time.perf_counter()
-        warnings = guards.check_input(volumes, self.preprocessing)
-        labels, probabilities = self._predict_volumes(volumes)
-        prediction = Prediction(labels, volumes, time.perf_counter() - t0, probabilities, warnings)
-        prediction.warnings += guards.check_result(prediction)
-        return prediction
+        prepared = self.prepare(case)
+        return self.finish(prepared, self.run_network(prepared))
 
     def predict(self, case: Case | CaseVolumes | str | Path) -> np.ndarray:
         """BraTS 2020 (0/1/2/4) label map of ``case`` on its own grid."""
         return self.segment(case).labels
 
-    @torch.inference_mode()
-    def _predict_volumes(self, volumes: CaseVolumes) -> tuple[np.ndarray, np.ndarray]:
-        """BraTS 2020 labels and region probabilities ``[3, X, Y, Z]`` (float16) of a case."""
+    def prepare(self, case: Case | CaseVolumes | str | Path) -> PreparedInput:
+        """Read the case if needed, check it (:func:`guards.check_input`) and make the
+        network's input. Safe to call from another thread while :meth:`run_network` runs."""
+        if isinstance(case, (str, Path)):
+            case = case_from_folder(case)
+        volumes = case if isinstance(case, CaseVolumes) else load_case(case, with_label=False)
+        t0 = time.perf_counter()
+        warnings = guards.check_input(volumes, self.preprocessing)
         prep = prepare_case(volumes, self.preprocessing)
-        window = prep.image.shape[1:3]
-        zs = np.flatnonzero(prep.brain.any(axis=(0, 1)))  # empty slices stay background
-        probs = np.zeros((3, *prep.brain.shape), dtype=np.float16)
-        for z in self._batches(zs):
-            x = torch.from_numpy(np.ascontiguousarray(np.moveaxis(prep.image[..., z], 3, 0)))
-            if self.preprocessing.resize is not None:
-                x = resize_slices(x, self.preprocessing.resize)
-            p = self._forward(x.to(self.device))
-            if self.preprocessing.resize is not None:
+        image = with_context(prep.image, getattr(self.preprocessing, "context_slices", 0))
+        slice_index = np.flatnonzero(prep.brain.any(axis=(0, 1)))  # empty slices stay background
+        # [C, X, Y, Z] -> [n, C, X, Y] in channels-last memory, in one gather: the layout the
+        # network runs fastest in, and each batch is then a contiguous view.
+        by_slice = torch.from_numpy(image).permute(3, 1, 2, 0)[torch.from_numpy(slice_index)]
+        slices = by_slice.permute(0, 3, 1, 2)
+        return PreparedInput(volumes, prep, slices, slice_index, warnings, time.perf_counter() - t0)
+
+    @torch.inference_mode()
+    def run_network(self, prepared: PreparedInput) -> NetworkOutput:
+        """Region probabilities ``[n, 3, H, W]`` (float32, CPU) of the prepared slices."""
+        t0 = time.perf_counter()
+        window = tuple(prepared.slices.shape[2:])
+        out = torch.empty((len(prepared.slice_index), 3, *window), dtype=torch.float32)
+        resize = self.preprocessing.resize
+        for batch in self._batches(np.arange(len(prepared.slice_index))):
+            lo, hi = int(batch[0]), int(batch[-1]) + 1
+            x = prepared.slices[lo:hi].to(self.device, non_blocking=True)
+            if resize is not None:
+                x = resize_slices(x, resize)
+            p = self._forward(x)
+            if resize is not None:
                 p = resize_slices(p, window)
-            probs[..., z] = np.moveaxis(self._to_region_probabilities(p).cpu().numpy(), 0, 3)
+            out[lo:hi] = self._to_region_probabilities(p).float().cpu()
+        return NetworkOutput(out, time.perf_counter() - t0)
+
+    def finish(self, prepared: PreparedInput, network: NetworkOutput) -> Prediction:
+        """Labels, post-processing and probabilities on the input's grid, and the result checks
+        (:func:`guards.check_result`)."""
+        t0 = time.perf_counter()
+        prep, zs = prepared.prepared, prepared.slice_index
+        # Region probabilities in the window, [3, H, W, Z]: masked in float32 (float16
+        # arithmetic in NumPy is emulated, and cost a third of the prediction time), then
+        # rounded to float16 once; labels threshold the rounded values, so that they agree
+        # with the probabilities returned.
+        probs = np.zeros((3, *prep.brain.shape), dtype=np.float32)
+        if len(zs):
+            probs[..., zs] = network.region_probabilities.permute(1, 2, 3, 0).numpy()
         probs *= prep.brain  # nothing outside the brain
-        labels = regions_to_labels(probs > 0.5)
-        labels = remove_small_components(uncrop_xy(labels, prep.start, prep.full_shape), self.min_component_fraction)
-        full = np.zeros((3, *prep.full_shape), dtype=np.float16)
+        half = probs.astype(np.float16)
+        del probs
+        labels = regions_to_labels(half > 0.5)
+        labels = _remove_small_components_in_box(labels, self.min_component_fraction)
+        full_labels = uncrop_xy(to_brats2020(labels), prep.start, prep.full_shape)
+        probabilities = np.zeros((3, *prep.full_shape), dtype=np.float16)
         for region in range(3):
-            full[region] = uncrop_xy(probs[region], prep.start, prep.full_shape)
-        return to_brats2020(labels), full
+            probabilities[region] = uncrop_xy(half[region], prep.start, prep.full_shape)
+        seconds = prepared.seconds + network.seconds + (time.perf_counter() - t0)
+        prediction = Prediction(full_labels, prepared.volumes, seconds, probabilities, list(prepared.warnings))
+        prediction.warnings += guards.check_result(prediction)
+        return prediction
 
     def _batches(self, zs: np.ndarray) -> list[np.ndarray]:
         """Split the slice indices into at most ``batch_size`` slices per batch, sizes
@@ -262,6 +345,45 @@ class Segmenter:
             return probs
         ncr, ed, et = probs[:, NCR], probs[:, ED], probs[:, ET]
         return torch.stack([ncr + ed + et, ncr + et, et], dim=1)
+
+
+def resolve_precision(precision: str, device: str | torch.device = "cpu") -> str:
+    """The precision ``auto`` stands for on ``device``: bf16 on a GPU or a CPU with native
+    bf16, else fp32; ``bf16`` and ``fp32`` stand for themselves."""
+    if precision != "auto":
+        return precision
+    return "bf16" if torch.device(device).type == "cuda" or cpu_has_bf16() else "fp32"
+
+
+def weights_version(model_dir: str | Path) -> str:
+    """``sha256:`` and the first 12 hex digits of a model folder's weights file."""
+    digest = hashlib.sha256()
+    with open(Path(model_dir) / "model.safetensors", "rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            digest.update(block)
+    return f"sha256:{digest.hexdigest()[:12]}"
+
+
+def _input_channels(prep: PreprocessingConfig) -> list[str]:
+    """The modality of each network input channel (context slices included)."""
+    channels = getattr(prep, "channels", None)
+    return list(channels) if channels is not None else list(prep.modalities)
+
+
+def _remove_small_components_in_box(labels: np.ndarray, min_fraction: float) -> np.ndarray:
+    """:func:`remove_small_components` run on the bounding box of the tumour only: outside it
+    every voxel is background, so the components, and the result, are the same, for a
+    fraction of the work on a whole volume."""
+    tumour = labels > 0
+    if min_fraction <= 0 or not tumour.any():
+        return labels
+    box = tuple(
+        slice(int(idx[0]), int(idx[-1]) + 1)
+        for idx in (np.flatnonzero(tumour.any(axis=a)) for a in ((1, 2), (0, 2), (0, 1)))
+    )
+    labels = labels.copy()
+    labels[box] = remove_small_components(labels[box], min_fraction)
+    return labels
 
 
 def from_pretrained(model_dir: str | Path | None = None, **kwargs) -> Segmenter:

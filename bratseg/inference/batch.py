@@ -1,0 +1,185 @@
+"""Predict many cases with reading, the network and writing overlapped.
+
+Three stages run at once, each in its own thread, in case order:
+
+1. **read**: a reader thread loads and decompresses the next case and prepares the network's
+   input (:meth:`Segmenter.prepare`). It starts before the model is loaded, so a single case's
+   reading overlaps the model's start-up;
+2. **network**: the calling thread runs :meth:`Segmenter.run_network` (torch's own threads do
+   the work; they release the GIL);
+3. **write**: a writer thread turns the network's output into labels
+   (:meth:`Segmenter.finish`), writes them and runs the per-case hooks.
+
+At most ``max_in_flight`` cases (default 3: one per stage) are in memory at any time, so
+memory stays bounded whatever the number of cases. A case that fails in any stage is
+reported in its :class:`Outcome` and does not stop the others.
+
+Example:
+    >>> import tempfile, pathlib
+    >>> from bratseg.synthetic import write_synthetic_dataset
+    >>> root = pathlib.Path(tempfile.mkdtemp())
+    >>> cases = write_synthetic_dataset(root / "in", 2, shape=(64, 64, 24))
+    >>> jobs = [Job(c.case_id, c.folder, root / "out" / f"{c.case_id}.nii.gz") for c in cases]
+    >>> import bratseg
+    >>> outcomes = run_batch(jobs, bratseg.from_pretrained, write=lambda job, pred: pred.save(job.target))
+    >>> [o.ok for o in outcomes]
+    [True, True]
+"""
+
+from __future__ import annotations
+
+import queue
+import threading
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from bratseg.data.io import CaseVolumes
+    from bratseg.data.layout import Case
+    from bratseg.inference.predictor import Prediction, Segmenter
+
+DEFAULT_MAX_IN_FLIGHT = 3
+_DONE = object()
+
+
+@dataclass
+class Job:
+    """One case to predict: its name, its source (a case folder or a :class:`Case` of explicit
+    files) and where its label map goes."""
+
+    name: str
+    source: Case | Path
+    target: Path
+
+
+@dataclass
+class Outcome:
+    """What became of a job: its prediction, or the error that stopped it, and the wall time
+    from the start of its reading to the end of its writing."""
+
+    job: Job
+    prediction: Prediction | None = None
+    error: BaseException | None = None
+    wall_seconds: float = 0.0
+
+    @property
+    def ok(self) -> bool:
+        return self.error is None
+
+
+def read_case(job: Job) -> CaseVolumes:
+    """The default reader: the case's images, loaded and validated (no label map)."""
+    from bratseg.data.io import load_case
+    from bratseg.data.layout import Case, case_from_folder
+
+    case = job.source if isinstance(job.source, Case) else case_from_folder(job.source)
+    return load_case(case, with_label=False)
+
+
+@dataclass
+class _Item:
+    job: Job
+    started: float
+    prepared: object = None
+    network: object = None
+    error: BaseException | None = None
+
+
+def run_batch(
+    jobs: Iterable[Job],
+    segmenter: Segmenter | Callable[[], Segmenter],
+    write: Callable[[Job, Prediction], None],
+    on_outcome: Callable[[Outcome], None] | None = None,
+    read: Callable[[Job], CaseVolumes] = read_case,
+    max_in_flight: int = DEFAULT_MAX_IN_FLIGHT,
+    keep_predictions: bool = False,
+) -> list[Outcome]:
+    """Predict every job, in order, with the three stages overlapped (module docstring).
+
+    Args:
+        jobs: the cases, in the order they are read and reported.
+        segmenter: a :class:`Segmenter`, or a function that loads one: it is called on this
+            thread after the reader has started, so that loading overlaps the first read. An
+            error it raises stops the run and is raised here.
+        write: writes a finished prediction (the label map, and anything else per case); an
+            error it raises fails that case only.
+        on_outcome: called on the writer thread with each outcome, in job order, while its
+            prediction is still attached (progress lines, a progress bar).
+        read: loads a job's volumes (default :func:`read_case`).
+        max_in_flight: cases in memory at once (at least 1; 3 lets every stage work).
+        keep_predictions: keep each prediction in its outcome; by default it is dropped once
+            written, so that memory does not grow with the number of cases.
+    """
+    jobs = list(jobs)
+    slots = threading.Semaphore(max(1, max_in_flight))
+    ready = threading.Event()
+    stop = threading.Event()
+    loaded: list[Segmenter] = []
+    to_network: queue.Queue = queue.Queue()
+    to_writer: queue.Queue = queue.Queue()
+    outcomes: list[Outcome] = []
+
+    def reader() -> None:
+        for job in jobs:
+            slots.acquire()
+            item = _Item(job, time.perf_counter())
+            try:
+                volumes = read(job)
+                ready.wait()
+                if stop.is_set():
+                    return
+                item.prepared = loaded[0].prepare(volumes)
+            except Exception as exc:  # reported per case: one bad case must not stop the rest
+                item.error = exc
+            if stop.is_set():
+                return
+            to_network.put(item)
+        to_network.put(_DONE)
+
+    def writer() -> None:
+        while (item := to_writer.get()) is not _DONE:
+            outcome = Outcome(item.job, error=item.error)
+            if item.error is None:
+                try:
+                    outcome.prediction = loaded[0].finish(item.prepared, item.network)
+                    item.prepared = item.network = None  # free the case's arrays early
+                    write(item.job, outcome.prediction)
+                except Exception as exc:
+                    outcome.error = exc
+            outcome.wall_seconds = time.perf_counter() - item.started
+            if on_outcome is not None:
+                on_outcome(outcome)
+            if not keep_predictions:
+                outcome.prediction = None
+            outcomes.append(outcome)
+            slots.release()
+
+    threads = [threading.Thread(target=f, name=f"bratseg-{f.__name__}", daemon=True) for f in (reader, writer)]
+    for t in threads:
+        t.start()
+    try:
+        loaded.append(segmenter if hasattr(segmenter, "run_network") else segmenter())
+        ready.set()
+        while (item := to_network.get()) is not _DONE:
+            if item.error is None:
+                try:
+                    item.network = loaded[0].run_network(item.prepared)
+                    item.prepared.slices = None  # the network input is no longer needed
+                except Exception as exc:
+                    item.error = exc
+            to_writer.put(item)
+    except BaseException:
+        # Model load failed or the run was interrupted: stop the reader (it may wait on the
+        # model or on a slot); the daemon threads end with the process.
+        stop.set()
+        ready.set()
+        slots.release()
+        to_writer.put(_DONE)
+        raise
+    to_writer.put(_DONE)
+    for t in threads:
+        t.join()
+    return outcomes

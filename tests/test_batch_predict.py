@@ -1,0 +1,137 @@
+"""Batch prediction: the overlapped pipeline, volumes.csv, the summary, and resuming after a
+SIGKILL without redoing finished cases."""
+
+from __future__ import annotations
+
+import csv
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import nibabel as nib
+import numpy as np
+import pytest
+
+import bratseg
+from bratseg.cli import main
+from bratseg.inference.batch import Job, read_case, run_batch
+from bratseg.inference.outputs import read_record
+from bratseg.inference.regions import region_volumes
+from bratseg.synthetic import write_synthetic_dataset
+
+SHAPE = (64, 64, 24)
+
+
+@pytest.fixture(scope="module")
+def small_cases(tmp_path_factory) -> Path:
+    root = tmp_path_factory.mktemp("batch") / "data"
+    write_synthetic_dataset(root, 8, shape=SHAPE)
+    return root
+
+
+@pytest.fixture(scope="module")
+def segmenter():
+    return bratseg.from_pretrained()
+
+
+def test_pipeline_keeps_order_bounds_memory_and_matches_segment(small_cases, segmenter, tmp_path):
+    """Outcomes come in job order, at most max_in_flight cases are alive at once, and the
+    overlapped stages give exactly what segment() gives."""
+    folders = sorted(p for p in small_cases.iterdir())
+    jobs = [Job(f.name, f, tmp_path / f"{f.name}.nii.gz") for f in folders]
+    alive, peak, lock = [0], [0], threading.Lock()
+
+    def counting_read(job):
+        with lock:
+            alive[0] += 1
+            peak[0] = max(peak[0], alive[0])
+        return read_case(job)
+
+    def write(job, prediction):
+        prediction.save(job.target)
+        with lock:
+            alive[0] -= 1
+
+    outcomes = run_batch(jobs, segmenter, write, read=counting_read, max_in_flight=2, keep_predictions=True)
+    assert [o.job.name for o in outcomes] == [f.name for f in folders]
+    assert all(o.ok for o in outcomes) and peak[0] <= 2
+    reference = segmenter.segment(folders[3])
+    assert np.array_equal(outcomes[3].prediction.labels, reference.labels)
+    assert np.array_equal(outcomes[3].prediction.probabilities, reference.probabilities)
+
+
+def test_model_that_fails_to_load_stops_the_run(small_cases, tmp_path):
+    jobs = [Job("x", next(small_cases.iterdir()), tmp_path / "x.nii.gz")]
+    with pytest.raises(bratseg.ModelLoadError):
+        run_batch(jobs, lambda: bratseg.from_pretrained(tmp_path / "no-model"), write=lambda j, p: None)
+    assert not (tmp_path / "x.nii.gz").exists()
+
+
+def test_volumes_table_and_rerun_skips_unless_settings_change(small_cases, tmp_path, capsys):
+    data = tmp_path / "data"
+    data.mkdir()
+    for name in ("SYNTHETIC_000", "SYNTHETIC_001"):
+        (data / name).symlink_to(small_cases / name, target_is_directory=True)
+    out = tmp_path / "out"
+    assert main(["predict", str(data), "--output", str(out)]) == 0
+    with open(out / "volumes.csv", newline="") as fh:
+        rows = list(csv.DictReader(fh))
+    assert [r["case"] for r in rows] == ["SYNTHETIC_000", "SYNTHETIC_001"]
+    for row in rows:
+        labels_img = nib.load(out / f"{row['case']}.nii.gz")
+        expected = region_volumes(np.asanyarray(labels_img.dataobj), labels_img.header.get_zooms()[:3])
+        assert float(row["whole_tumour_cm3"]) == pytest.approx(expected["whole tumour"], abs=1e-3)
+        assert float(row["edema_cm3"]) == pytest.approx(expected["edema"], abs=1e-3)
+        assert float(row["seconds"]) > 0
+        assert row["model"] == "brats18-unet-resnet18" and row["model_version"].startswith("sha256:")
+        assert "warnings" in row
+    first = capsys.readouterr().out
+    assert "2 cases: 2 written, 0 skipped (already predicted), 0 failed" in first
+
+    stamps = {p.name: p.stat().st_mtime_ns for p in out.glob("*.nii.gz")}
+    assert main(["predict", str(data), "--output", str(out), "--quiet"]) == 0
+    assert {p.name: p.stat().st_mtime_ns for p in out.glob("*.nii.gz")} == stamps, "a finished case was redone"
+    assert main(["predict", str(data), "--output", str(out)]) == 0
+    assert "2 cases: 0 written, 2 skipped" in capsys.readouterr().out
+    # Other settings make the earlier label maps stale: they are redone, not reused.
+    assert main(["predict", str(data), "--output", str(out), "--precision", "fp32"]) == 0
+    assert "2 cases: 2 written, 0 skipped" in capsys.readouterr().out
+    assert read_record(out / "SYNTHETIC_000.nii.gz").settings["precision"] == "fp32"
+
+
+def _bratseg_command() -> list[str]:
+    exe = Path(sys.executable).with_name("bratseg")
+    return [str(exe)] if exe.exists() else [sys.executable, "-m", "bratseg"]
+
+
+@pytest.mark.slow
+def test_sigkill_midway_then_rerun_finishes_the_rest_and_redoes_nothing(small_cases, tmp_path):
+    out = tmp_path / "out"
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    cmd = [*_bratseg_command(), "predict", str(small_cases), "--output", str(out), "--quiet"]
+    run = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    deadline = time.monotonic() + 600
+    while len(list(out.glob("*.nii.gz"))) < 2 and run.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.05)
+    run.send_signal(signal.SIGKILL)
+    run.wait()
+    done = {p.name: (p.stat().st_ino, p.stat().st_mtime_ns) for p in out.glob("*.nii.gz")}
+    assert 2 <= len(done) < 8, f"kill came too late to test resuming ({len(done)} of 8 written)"
+    for name in done:
+        assert read_record(out / name) is not None, f"{name} was left incomplete"
+
+    rerun = subprocess.run([*cmd[:-1]], env=env, capture_output=True, text=True, timeout=600)
+    assert rerun.returncode == 0, rerun.stderr
+    summary = rerun.stdout.strip().splitlines()[-1]
+    assert summary.startswith(f"8 cases: {8 - len(done)} written, {len(done)} skipped (already predicted), 0 failed")
+    for name, stamp in done.items():
+        path = out / name
+        assert (path.stat().st_ino, path.stat().st_mtime_ns) == stamp, f"{name} was redone"
+    assert sorted(p.name for p in out.glob("*.nii.gz")) == [f"SYNTHETIC_{i:03d}.nii.gz" for i in range(8)]
+    assert not list(out.glob(".*.tmp")), "a temporary file of the killed run was left behind"
+    with open(out / "volumes.csv", newline="") as fh:
+        assert [r["case"] for r in csv.DictReader(fh)] == [f"SYNTHETIC_{i:03d}" for i in range(8)]
