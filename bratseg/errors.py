@@ -61,6 +61,16 @@ class UntrustworthyResultError(InvalidCaseError):
     reported."""
 
 
+class NativeScanError(InvalidCaseError):
+    """A scan as it came off the scanner cannot be brought into BraTS space: slices too thick,
+    a skull strip or a registration that failed; the message names the file and the step."""
+
+
+class DicomError(InvalidCaseError):
+    """A DICOM folder, zip or series cannot be read as a 3-D scan, or its sequences cannot be
+    told apart."""
+
+
 class OutputError(BratsegError):
     """An output path that must not or cannot be written: one of the inputs, a folder that
     refuses new files, or a file bratseg did not write (found before the model loads)."""
