@@ -171,7 +171,10 @@ def predict_or_load(item: Item, pred_dir: Path, segmenters: dict, tta: bool) -> 
 
 
 def choose_threshold(scores: np.ndarray, poor: np.ndarray) -> tuple[float, float]:
-    """(threshold, Youden J) that best flags the ``poor`` cases by ``score < threshold``."""
+    """(threshold, Youden J) that best flags the ``poor`` cases by ``score < threshold``; NaN
+    when the cases are all poor or all good (nothing to separate)."""
+    if poor.all() or not poor.any():
+        return float("nan"), float("nan")
     values = np.unique(scores)
     cuts = np.concatenate([[values[0] - 1e-6], (values[:-1] + values[1:]) / 2, [values[-1] + 1e-6]])
     best = (float(cuts[0]), -1.0)
@@ -195,6 +198,7 @@ def main() -> None:
     parser.add_argument("--num-folds", type=int, default=5)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--tta", action="store_true", help="also score the TTA-agreement candidate")
+    parser.add_argument("--only", nargs="+", metavar="CASE", help="score these cases only (quick checks)")
     parser.add_argument("--poor-dice", type=float, default=0.80, help="WT Dice below which a case needs review")
     args = parser.parse_args()
     items = (
@@ -202,6 +206,10 @@ def main() -> None:
         if args.models is None
         else fold_items(args.data, args.models, args.num_folds, args.seed)
     )
+    if args.only:
+        items = [item for item in items if item.case_dir.name in args.only]
+    if not items:
+        sys.exit("no cases to score")
     pred_dir = args.pred_dir or args.out / "pred"
     segmenters: dict = {}
     rows = []
@@ -244,11 +252,16 @@ def write_outputs(rows: list[dict], args: argparse.Namespace) -> None:
         results[name] = {"rho": float(rho), "p": float(p), "threshold": cut, "youden_j": j}
         lines.append(f"| {name} | {CANDIDATES[name]} | {rho:.3f} | {p:.1e} | {cut:.3f} | {j:.2f} |")
     shipped = results[SHIPPED]
-    chosen = round(shipped["threshold"], 2)
+    chosen = round(shipped["threshold"], 2) if np.isfinite(shipped["threshold"]) else LOW_CONFIDENCE_THRESHOLD
     lines += [
         "",
-        f"Shipped score {SHIPPED}: threshold from these data {shipped['threshold']:.3f} (rounded {chosen:.2f}); "
-        f"LOW_CONFIDENCE_THRESHOLD in bratseg is {LOW_CONFIDENCE_THRESHOLD:.2f}.",
+        f"Shipped score {SHIPPED}: threshold from these data "
+        + (
+            f"{shipped['threshold']:.3f} (rounded {chosen:.2f}); "
+            if np.isfinite(shipped["threshold"])
+            else "none (the cases are all poor or all good); "
+        )
+        + f"LOW_CONFIDENCE_THRESHOLD in bratseg is {LOW_CONFIDENCE_THRESHOLD:.2f}.",
         _flag_line(rows, LOW_CONFIDENCE_THRESHOLD, poor),
         *([_flag_line(rows, chosen, poor)] if chosen != LOW_CONFIDENCE_THRESHOLD else []),
         "",
@@ -307,7 +320,7 @@ def scatter(rows: list[dict], names: list[str], path: Path, results: dict) -> No
         ax.scatter([r[name] for r in rows], dice_wt, s=18)
         ax.set_xlabel(name)
         ax.set_ylabel("WT Dice")
-        ax.set_title(f"rho {results[name]['rho']:.2f} (p {results[name]['p']:.3f})", fontsize=9)
+        ax.set_title(f"rho {results[name]['rho']:.2f} (p {results[name]['p']:.1e})", fontsize=9)
         ax.axvline(results[name]["threshold"], color="grey", lw=0.8, ls="--")
     for ax in axes.ravel()[len(names) :]:
         ax.set_axis_off()

@@ -225,7 +225,8 @@ def write_report(
             a :class:`~bratseg.inference.predictor.Prediction`).
         path: the PDF to write.
         model_dir: the model folder that made the prediction, for its name and weights hash
-            (default: the shipped model).
+            (default: the prediction's ``model_dir`` attribute when it has one, else the
+            shipped model).
         preprocessing: the preprocessing steps applied, one line each (default: those of
             ``model_dir``'s preprocessing.json, e.g. :data:`DEFAULT_PREPROCESSING`).
         confidence: the case's confidence (default: :func:`bratseg.inference.confidence.assess`
@@ -238,6 +239,8 @@ def write_report(
     from bratseg.inference.confidence import assess
 
     path = Path(path)
+    if model_dir is None:  # a prediction that records its model folder names it
+        model_dir = getattr(prediction, "model_dir", None)
     info = model_info(model_dir)
     steps = list(preprocessing) if preprocessing is not None else preprocessing_steps(model_dir)
     if confidence is None and prediction.probabilities is not None:
