@@ -92,9 +92,9 @@ def test_volumes_table_and_rerun_skips_unless_settings_change(small_cases, tmp_p
     first = capsys.readouterr().out
     assert "2 cases: 2 written, 0 skipped (already predicted), 0 failed" in first
 
-    stamps = {p.name: p.stat().st_mtime_ns for p in out.glob("*.nii.gz")}
+    stamps = {p.name: p.stat().st_mtime_ns for p in _label_maps(out)}
     assert main(["predict", str(data), "--output", str(out), "--quiet"]) == 0
-    assert {p.name: p.stat().st_mtime_ns for p in out.glob("*.nii.gz")} == stamps, "a finished case was redone"
+    assert {p.name: p.stat().st_mtime_ns for p in _label_maps(out)} == stamps, "a finished case was redone"
     assert main(["predict", str(data), "--output", str(out)]) == 0
     assert "2 cases: 0 written, 2 skipped" in capsys.readouterr().out
     # Other settings make the earlier label maps stale: they are redone, not reused.
@@ -103,23 +103,23 @@ def test_volumes_table_and_rerun_skips_unless_settings_change(small_cases, tmp_p
     assert read_record(out / "SYNTHETIC_000.nii.gz").settings["precision"] == "fp32"
 
 
-def _bratseg_command() -> list[str]:
-    exe = Path(sys.executable).with_name("bratseg")
-    return [str(exe)] if exe.exists() else [sys.executable, "-m", "bratseg"]
+def _label_maps(folder: Path) -> list[Path]:
+    """The label maps in ``folder`` (not the hidden temporary files of an atomic write)."""
+    return sorted(p for p in folder.glob("*.nii.gz") if not p.name.startswith("."))
 
 
 @pytest.mark.slow
 def test_sigkill_midway_then_rerun_finishes_the_rest_and_redoes_nothing(small_cases, tmp_path):
     out = tmp_path / "out"
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    cmd = [*_bratseg_command(), "predict", str(small_cases), "--output", str(out), "--quiet"]
+    cmd = [sys.executable, "-m", "bratseg", "predict", str(small_cases), "--output", str(out), "--quiet"]
     run = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     deadline = time.monotonic() + 600
-    while len(list(out.glob("*.nii.gz"))) < 2 and run.poll() is None and time.monotonic() < deadline:
+    while len(_label_maps(out)) < 2 and run.poll() is None and time.monotonic() < deadline:
         time.sleep(0.05)
     run.send_signal(signal.SIGKILL)
     run.wait()
-    done = {p.name: (p.stat().st_ino, p.stat().st_mtime_ns) for p in out.glob("*.nii.gz")}
+    done = {p.name: (p.stat().st_ino, p.stat().st_mtime_ns) for p in _label_maps(out)}
     assert 2 <= len(done) < 8, f"kill came too late to test resuming ({len(done)} of 8 written)"
     for name in done:
         assert read_record(out / name) is not None, f"{name} was left incomplete"
@@ -131,7 +131,7 @@ def test_sigkill_midway_then_rerun_finishes_the_rest_and_redoes_nothing(small_ca
     for name, stamp in done.items():
         path = out / name
         assert (path.stat().st_ino, path.stat().st_mtime_ns) == stamp, f"{name} was redone"
-    assert sorted(p.name for p in out.glob("*.nii.gz")) == [f"SYNTHETIC_{i:03d}.nii.gz" for i in range(8)]
-    assert not list(out.glob(".*.tmp")), "a temporary file of the killed run was left behind"
+    assert [p.name for p in _label_maps(out)] == [f"SYNTHETIC_{i:03d}.nii.gz" for i in range(8)]
+    assert not list(out.glob(".*.tmp*")), "a temporary file of the killed run was left behind"
     with open(out / "volumes.csv", newline="") as fh:
         assert [r["case"] for r in csv.DictReader(fh)] == [f"SYNTHETIC_{i:03d}" for i in range(8)]

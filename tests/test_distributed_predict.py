@@ -84,6 +84,11 @@ def test_two_gloo_ranks_write_every_case_once_and_merge_the_table(cases, tmp_pat
     assert summary[0].startswith(f"{N_CASES} cases: {N_CASES} written, 0 skipped (already predicted), 0 failed by 2")
 
 
+def _label_maps(folder: Path) -> list[Path]:
+    """The label maps in ``folder`` (not the hidden temporary files of an atomic write)."""
+    return sorted(p for p in folder.glob("*.nii.gz") if not p.name.startswith("."))
+
+
 def _worker_pids(parent: int) -> list[int]:
     """The processes torchrun started (its children)."""
     children = Path(f"/proc/{parent}/task/{parent}/children").read_text().split()
@@ -95,19 +100,19 @@ def test_rank_killed_midway_then_rerun_completes(cases, tmp_path):
     out = tmp_path / "out"
     run = subprocess.Popen(_torchrun(cases, out), env=_ENV, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
     deadline = time.monotonic() + 600
-    while not list(out.glob("*.nii.gz")) and run.poll() is None and time.monotonic() < deadline:
+    while not _label_maps(out) and run.poll() is None and time.monotonic() < deadline:
         time.sleep(0.05)
     workers = _worker_pids(run.pid)
     assert len(workers) == 2 and run.poll() is None, "the job ended before a rank could be killed"
     os.kill(workers[1], signal.SIGKILL)
     run.communicate(timeout=300)
     assert run.returncode != 0  # torchrun reports the lost rank
-    before = {p.name: p.stat().st_mtime_ns for p in out.glob("*.nii.gz")}
+    before = {p.name: p.stat().st_mtime_ns for p in _label_maps(out)}
     assert len(before) < N_CASES
 
     rerun = subprocess.run(_torchrun(cases, out), env=_ENV, capture_output=True, text=True, timeout=600)
     assert rerun.returncode == 0, rerun.stdout[-2000:] + rerun.stderr[-2000:]
-    assert sorted(p.name for p in out.glob("*.nii.gz")) == [f"SYNTHETIC_{i:03d}.nii.gz" for i in range(N_CASES)]
+    assert [p.name for p in _label_maps(out)] == [f"SYNTHETIC_{i:03d}.nii.gz" for i in range(N_CASES)]
     for name, stamp in before.items():
         assert (out / name).stat().st_mtime_ns == stamp, f"{name} was redone"
     assert f"{N_CASES} cases: {N_CASES - len(before)} written, {len(before)} skipped" in rerun.stdout

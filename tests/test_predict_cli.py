@@ -305,3 +305,18 @@ def test_existing_foreign_file_is_replaced_only_with_overwrite(tmp_path, capsys)
     assert out.read_bytes() == b"someone else's file"
     assert main(["predict", str(case.folder), "--output", str(out), "--quiet", "--overwrite"]) == 0
     assert nib.load(out).shape == (48, 48, 16)
+
+
+@pytest.mark.parametrize(
+    ("device", "message"), [("cuda", "no CUDA GPU is available here"), ("gpu", "not a torch device")]
+)
+def test_unusable_device_is_one_line(device, message, tmp_path, capsys):
+    import torch
+
+    if device == "cuda" and torch.cuda.is_available():
+        pytest.skip("a GPU is available here")
+    case = write_synthetic_case(tmp_path / "SYNTHETIC_D", shape=(48, 48, 16))
+    assert main(["predict", str(case.folder), "--output", str(tmp_path / "d.nii.gz"), "--device", device]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and message in err[0]
+    assert not (tmp_path / "d.nii.gz").exists()

@@ -190,7 +190,9 @@ def run_predict(args: argparse.Namespace) -> None:
     outputs.check_targets([job.target for job in jobs], inputs, overwrite=args.overwrite)
 
     from bratseg.inference.distributed import join_world, shard
+    from bratseg.inference.predictor import parse_device
 
+    parse_device(args.device)  # a device that does not exist fails here, before any process group
     world = join_world(args.device)
     try:
         summary = _predict_share(args, shard(jobs, world.rank, world.world_size), folder_mode, world, t_start)

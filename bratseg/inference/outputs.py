@@ -228,9 +228,10 @@ def input_shape(case: Case | Path) -> tuple[int, ...] | None:
 
 
 def remove_stale_temporaries(target: Path) -> None:
-    """Remove what a killed run left of an atomic write of ``target`` (``.<name>.*.tmp``)."""
+    """Remove what a killed run left of an atomic write of ``target`` (``.<name>.*.tmp``, and
+    ``.<name>.*.tmp.nii.gz`` that nibabel writes first)."""
     try:
-        leftovers = list(target.parent.glob(f".{target.name}.*.tmp"))
+        leftovers = list(target.parent.glob(f".{target.name}.*.tmp*"))
     except OSError:
         return
     for leftover in leftovers:

@@ -193,9 +193,7 @@ class Segmenter:
             raise ValueError(f"precision must be auto, bf16 or fp32, not {precision!r}")
         if threads is not None:
             torch.set_num_threads(threads)
-        self.device = torch.device(device)
-        if self.device.type == "cuda" and not torch.cuda.is_available():
-            raise BratsegError(f"--device {device}: no CUDA GPU is available here")
+        self.device = parse_device(device)
         self.model = model.float().eval().to(self.device, memory_format=torch.channels_last)
         self.preprocessing = preprocessing
         self.target = target
@@ -352,7 +350,19 @@ def resolve_precision(precision: str, device: str | torch.device = "cpu") -> str
     bf16, else fp32; ``bf16`` and ``fp32`` stand for themselves."""
     if precision != "auto":
         return precision
-    return "bf16" if torch.device(device).type == "cuda" or cpu_has_bf16() else "fp32"
+    return "bf16" if parse_device(device).type == "cuda" or cpu_has_bf16() else "fp32"
+
+
+def parse_device(device: str | torch.device) -> torch.device:
+    """``device`` as a torch device; :class:`BratsegError` when it names none, or a GPU this
+    machine does not have."""
+    try:
+        parsed = torch.device(device)
+    except RuntimeError:
+        raise BratsegError(f"device {device!r}: not a torch device (cpu, cuda or cuda:N)") from None
+    if parsed.type == "cuda" and not torch.cuda.is_available():
+        raise BratsegError(f"device {device!r}: no CUDA GPU is available here")
+    return parsed
 
 
 def weights_version(model_dir: str | Path) -> str:
