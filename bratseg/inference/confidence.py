@@ -96,9 +96,9 @@ class Confidence:
 
     def describe(self) -> str:
         """One line for a terminal or a report, e.g. ``confidence 0.91``, or
-        ``confidence 0.62 (low confidence: review carefully)``."""
+        ``confidence 0.62, low confidence: review carefully``."""
         text = f"confidence {self.score:.2f}"
-        return f"{text} ({self.message})" if self.low else text
+        return f"{text}, {self.message}" if self.low else text
 
 
 def _probabilities(prediction: Prediction) -> np.ndarray:

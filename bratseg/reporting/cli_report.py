@@ -101,5 +101,5 @@ def run_report(args: argparse.Namespace) -> None:
     if prediction.probabilities is not None:
         from bratseg.inference.confidence import assess
 
-        line += f" ({assess(prediction).describe()})"
+        line += f"; {assess(prediction).describe()}"
     print(line)

@@ -139,7 +139,7 @@ class _Writer:
         self.figure, self.y, self.left = figure, top, left
 
     def line(self, text: str, size: float = 10, indent: float = 0.0, **style) -> None:
-        for i, piece in enumerate(textwrap.wrap(text, width=int(1000 / size)) or [""]):
+        for i, piece in enumerate(textwrap.wrap(text, width=int(920 / size)) or [""]):
             self.figure.text(self.left + indent + (0.02 if i else 0.0), self.y, piece, fontsize=size, va="top", **style)
             self.y -= size * 1.45 / (72 * _PAGE[1])
 
@@ -152,7 +152,7 @@ def _confidence_lines(writer: _Writer, confidence: Confidence | None) -> None:
     if confidence is None:
         writer.line("not computed: the model's probabilities were not available for this label map", 10)
         return
-    flag = f"  {confidence.message}" if confidence.low else ""
+    flag = f" — {confidence.message}" if confidence.low else ""
     writer.line(
         f"score {confidence.score:.2f} (cases below {confidence.threshold:.2f} are flagged){flag}",
         10,
