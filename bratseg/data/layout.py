@@ -7,6 +7,9 @@ Known namings (``.nii`` or ``.nii.gz``):
 * BraTS 2023+: ``-t2f`` (FLAIR), ``-t1n`` (T1), ``-t1c`` (T1ce), ``-t2w`` (T2), ``-seg``, whose
   enhancing label is 3.
 * BraTS Toolkit output: ``_fla``, ``_t1``, ``_t1c``, ``_t2``, optionally followed by ``_bet``.
+* The Medical Segmentation Decathlon's Task01 (``imagesTr/BRATS_001.nii.gz`` holding FLAIR,
+  T1, T1gd, T2 along a 4th axis, ``labelsTr/BRATS_001.nii.gz`` with 1 edema, 2 non-enhancing,
+  3 enhancing): :func:`decathlon_cases`, read by :mod:`bratseg.data.decathlon`.
 
 Example:
     >>> from bratseg.data.layout import modality_of
@@ -83,6 +86,9 @@ class Case:
     label: Path | None = None
     label_scheme: LabelScheme = "brats2020"
     folder: Path | None = field(default=None, compare=False)
+    channels: dict[str, int] = field(default_factory=dict, compare=False)
+    """For images that share one 4-D file (the Decathlon layout): each modality's index along
+    the 4th axis. Empty for one 3-D file per modality."""
 
     def check_required(self) -> None:
         for modality in REQUIRED_MODALITIES:
@@ -176,3 +182,69 @@ def find_cases(root: str | Path) -> list[Case]:
         if any((hit := modality_of(f)) is not None and hit[0] == "flair" for f in filenames):
             cases.append(case_from_folder(dirpath))
     return sorted(cases, key=lambda c: c.case_id)
+
+
+DECATHLON_IMAGE_FOLDERS = ("imagesTr", "imagesTs")
+DECATHLON_CHANNELS = {"flair": 0, "t1": 1, "t1ce": 2, "t2": 3}
+"""Channel of each modality in Task01_BrainTumour (its dataset.json: FLAIR, T1w, t1gd, T2w)."""
+
+
+def is_decathlon_folder(folder: str | Path) -> bool:
+    """A Decathlon task folder: it holds ``imagesTr`` or ``imagesTs``."""
+    folder = Path(folder)
+    return any((folder / sub).is_dir() for sub in DECATHLON_IMAGE_FOLDERS)
+
+
+def decathlon_cases(root: str | Path) -> list[Case]:
+    """The cases of a Decathlon Task01 folder (``imagesTr/``, ``imagesTs/``, ``labelsTr/``),
+    sorted by case id. Each case's four modalities point to its one 4-D image, with
+    :attr:`Case.channels` saying which channel is which (from ``dataset.json`` when it names
+    them, else Task01's order); the label, when ``labelsTr/`` has one, uses the ``decathlon``
+    scheme (1 edema, 2 non-enhancing, 3 enhancing), which :mod:`bratseg.data.decathlon` reads.
+
+    Raises :class:`InvalidCaseError` when ``root`` is not a Decathlon folder or its
+    ``dataset.json`` lacks FLAIR or T1ce.
+    """
+    root = Path(root)
+    if not is_decathlon_folder(root):
+        raise InvalidCaseError(root, "is not a Decathlon task folder (no imagesTr/ or imagesTs/)")
+    channels = _decathlon_channels(root)
+    cases = []
+    for sub in DECATHLON_IMAGE_FOLDERS:
+        for path in sorted((root / sub).glob("*.nii*")):
+            stem = nifti_stem(path)
+            if stem is None or stem.startswith("."):  # macOS "._" copies beside the real files
+                continue
+            label = root / "labelsTr" / path.name
+            images = dict.fromkeys(channels, path)
+            cases.append(
+                Case(stem, images, label if label.is_file() else None, "decathlon", root / sub, dict(channels))
+            )
+    return sorted(cases, key=lambda c: c.case_id)
+
+
+def _decathlon_channels(root: Path) -> dict[str, int]:
+    """Modality -> channel from ``dataset.json``'s ``modality`` (or ``channel_names``) map."""
+    import json
+
+    meta_path = root / "dataset.json"
+    if not meta_path.is_file():
+        return dict(DECATHLON_CHANNELS)
+    try:
+        meta = json.loads(meta_path.read_text())
+    except (OSError, ValueError) as exc:
+        raise InvalidCaseError(meta_path, f"unreadable dataset.json ({exc})") from None
+    names = meta.get("modality") or meta.get("channel_names") or {}
+    known = {"flair": "flair", "t2f": "flair", "t1w": "t1", "t1": "t1", "t1n": "t1", "t1gd": "t1ce", "t1c": "t1ce"}
+    known |= {"t1ce": "t1ce", "t2w": "t2", "t2": "t2"}
+    channels = {}
+    for index, name in names.items():
+        modality = known.get(str(name).lower())
+        if modality is not None:
+            channels[modality] = int(index)
+    if not names:
+        return dict(DECATHLON_CHANNELS)
+    missing = [m for m in REQUIRED_MODALITIES if m not in channels]
+    if missing:
+        raise InvalidCaseError(meta_path, f"its modalities {sorted(names.values())} lack {', '.join(missing)}")
+    return channels
