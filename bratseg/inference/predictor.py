@@ -10,9 +10,9 @@ Example:
     >>> labels.shape, labels.dtype
     ((96, 96, 40), dtype('uint8'))
 
-Speed (see BENCHMARKS.md for the figures): only slices that hold brain are run, cropped to the
-brain window; BatchNorm is folded into the convolutions; the network runs channels-last in
-bfloat16 where the CPU has native bf16 (AVX-512 BF16 / AMX).
+Speed (BENCHMARKS.md): only slices that hold brain run, cropped to the brain window; BatchNorm
+is folded into the convolutions, and a fresh process rebuilds that network with torch alone
+(network_cache); channels-last, bfloat16 where the CPU has native bf16 (AVX-512 BF16 / AMX).
 """
 
 from __future__ import annotations
@@ -376,8 +376,7 @@ def weights_version(model_dir: str | Path) -> str:
 
 def _input_channels(prep: PreprocessingConfig) -> list[str]:
     """The modality of each network input channel (context slices included)."""
-    channels = getattr(prep, "channels", None)
-    return list(channels) if channels is not None else list(prep.modalities)
+    return list(getattr(prep, "channels", prep.modalities))
 
 
 def _remove_small_components_in_box(labels: np.ndarray, min_fraction: float) -> np.ndarray:
