@@ -358,3 +358,139 @@ def test_errors_survive_pickling(error: type[InvalidCaseError]) -> None:
 def test_docstring_examples() -> None:
     results = doctest.testmod(importlib.import_module("bratseg.data.io"))
     assert results.attempted > 0 and results.failed == 0
+
+
+# --- grids no scan can have: refused at load, before any front end renders them ---------------
+
+
+def _write_with_sform(path: Path, data: np.ndarray, sform: np.ndarray) -> Path:
+    """A file whose sform is written as given (nibabel refuses to decompose a broken affine
+    into a qform, so the header's rows are set directly)."""
+    header = nib.Nifti1Image(data, AFFINE).header
+    header["qform_code"], header["sform_code"] = 0, 2
+    header["srow_x"], header["srow_y"], header["srow_z"] = sform[0], sform[1], sform[2]
+    nib.save(nib.Nifti1Image(data, None, header), str(path))
+    return path
+
+
+@pytest.mark.parametrize(
+    ("sform", "problem"),
+    [
+        (np.diag([1.0, 1.0, 0.0, 1.0]), "singular (rank 2 of 3)"),
+        (np.array([[1.0, 0, 1, 0], [0, 1, 0, 0], [0, 0, 0, 0], [0, 0, 0, 1]]), "singular (rank 2 of 3)"),
+        (np.zeros((4, 4)), "singular (rank 0 of 3)"),
+        (np.full((4, 4), np.nan), "NaN or infinite values"),
+        (np.diag([1e6, 1e6, 1e6, 1.0]), "voxel size 1e+06 x 1e+06 x 1e+06 mm from the affine is outside"),
+        (np.diag([1e-3, 1.0, 1.0, 1.0]), "voxel size 0.001 x 1 x 1 mm from the affine is outside"),
+    ],
+    ids=["rank-2", "rank-2-sheared", "zero", "nan", "1e6-mm", "1e-3-mm"],
+)
+def test_broken_affine_is_refused_at_load(case: Case, sform: np.ndarray, problem: str) -> None:
+    _write_with_sform(case.images["t1ce"], _raw(case.images["t1ce"]), sform)
+    _expect(case, case.images["t1ce"], problem)
+
+
+def test_header_voxel_size_absurd_or_disagreeing_with_the_affine(case: Case) -> None:
+    flair = case.images["flair"]
+    img = nib.Nifti1Image(_raw(flair), AFFINE)
+    img.header.set_zooms((1e6, 1e6, 1e6))  # the 3e19 cm3 report: pixdim absurd, sform fine
+    nib.save(img, str(flair))
+    _expect(case, flair, "header voxel size 1e+06 x 1e+06 x 1e+06 mm is outside the plausible 0.05-20 mm")
+    img.header.set_zooms((1.0, 1.0, 2.0))
+    nib.save(img, str(flair))
+    _expect(case, flair, "header voxel size 1 x 1 x 2 mm disagrees with the affine's 1 x 1 x 1 mm")
+
+
+@pytest.mark.parametrize("shape", [(1, 1, 1), (240, 240, 1), (3, 64, 64)])
+def test_volume_too_small_for_a_brain_is_refused(tmp_path: Path, shape: tuple[int, int, int]) -> None:
+    path = tmp_path / "tiny_flair.nii.gz"
+    nib.save(nib.Nifti1Image(np.ones(shape, np.int16), AFFINE), str(path))
+    with pytest.raises(InvalidCaseError, match=rf"^tiny_flair.nii.gz: shape \({shape[0]}, .*too small"):
+        load_volume(path)
+
+
+def test_every_real_file_has_a_usable_grid(data_dir: Path) -> None:
+    """No real scan trips the geometry checks: BraTS, TCGA, BraTS 2023, the native TCGA scans
+    with 5.5 mm slices, the atlas and the BraTS-MET label maps on other grids."""
+    from bratseg.data.geometry import geometry_problem
+
+    files = sorted(data_dir.glob("*/*/*.nii.gz")) + sorted(data_dir.glob("atlas/*.nii.gz"))
+    assert len(files) > 130
+    for path in files:
+        img = nib.load(str(path))
+        assert geometry_problem(img.shape[:3], img.affine, img.header.get_zooms()[:3]) is None, path
+
+
+# --- a modality stored in another voxel order with a matching affine: reoriented ------------
+
+
+@pytest.fixture(scope="module")
+def real_t1ce(brats18_case: Path) -> tuple[np.ndarray, np.ndarray]:
+    img = nib.load(str(next(brats18_case.glob("*_t1ce.nii.gz"))))
+    return np.asanyarray(img.dataobj), img.affine
+
+
+def _real_case_with_t1ce(folder: Path, brats18_case: Path, data: np.ndarray, affine: np.ndarray) -> Case:
+    """The real case's FLAIR (symlinked) and a T1ce written as given."""
+    folder.mkdir()
+    (folder / "R_flair.nii.gz").symlink_to(next(brats18_case.glob("*_flair.nii.gz")))
+    nib.save(nib.Nifti1Image(data, affine), str(folder / "R_t1ce.nii.gz"))
+    return case_from_folder(folder)
+
+
+@pytest.mark.parametrize(
+    ("how", "described"),
+    [("flip-x", "flipped along x"), ("flip-xy", "flipped along x, y"), ("transpose-xy", "axes permuted yxz")],
+)
+def test_modality_stored_in_other_voxel_order_is_reoriented(
+    tmp_path: Path, brats18_case: Path, real_t1ce, how: str, described: str
+) -> None:
+    from nibabel.orientations import apply_orientation, inv_ornt_aff
+
+    data, affine = real_t1ce
+    ornt = {
+        "flip-x": [[0, -1], [1, 1], [2, 1]],
+        "flip-xy": [[0, -1], [1, -1], [2, 1]],
+        "transpose-xy": [[1, 1], [0, 1], [2, 1]],
+    }[how]
+    stored = apply_orientation(data, np.array(ornt))
+    stored_affine = affine @ inv_ornt_aff(np.array(ornt), data.shape)
+    assert not np.allclose(stored_affine, affine)  # a different header, the same world
+    vols = load_case(_real_case_with_t1ce(tmp_path / "R", brats18_case, stored, stored_affine))
+    np.testing.assert_array_equal(vols.images["t1ce"], data.astype(np.float32))
+    np.testing.assert_allclose(vols.affine, affine)
+    assert vols.notes == [
+        f"R_t1ce.nii.gz: stored in another voxel order ({described}) with a matching affine; "
+        "reoriented onto R_flair.nii.gz's grid"
+    ]
+
+
+def test_flip_in_the_affine_alone_is_still_refused(tmp_path: Path, brats18_case: Path, real_t1ce) -> None:
+    """An affine flipped about the origin (data as before) puts the image elsewhere in the
+    world: misregistration, not another voxel order."""
+    data, affine = real_t1ce
+    moved = affine.copy()
+    moved[:, 0] = -affine[:, 0]
+    case = _real_case_with_t1ce(tmp_path / "R", brats18_case, data, moved)
+    with pytest.raises(InvalidCaseError, match=r"^R_t1ce.nii.gz: affine differs from R_flair.nii.gz.s: .*registered"):
+        load_case(case)
+
+
+# --- writing: suffixes in any letter case, as reading matches them -------------------------
+
+
+@pytest.mark.parametrize(
+    ("name", "gzipped"), [("seg.NII.GZ", True), ("seg.Nii.Gz", True), ("seg.nii.GZ", True), ("seg.Nii", False)]
+)
+def test_save_matches_suffixes_case_insensitively(tmp_path: Path, name: str, gzipped: bool) -> None:
+    """``--output seg.NII.GZ`` once wrote an uncompressed file under a gzip name that nothing
+    could read; reading must accept every name writing accepts (nibabel alone does not read
+    ``seg.Nii.Gz``)."""
+    images, label = synthetic_volumes(SMALL, seed=2)
+    vols = CaseVolumes("X", {"flair": images["flair"]}, AFFINE, nib.Nifti1Image(images["flair"], AFFINE).header)
+    out = save_labels(np.where(label == 4, 3, label), vols, tmp_path / name)
+    assert out.name == name and sorted(p.name for p in tmp_path.iterdir()) == [name]
+    assert (out.read_bytes()[:2] == b"\x1f\x8b") is gzipped
+    back = load_volume(out, dtype=np.uint8)
+    np.testing.assert_array_equal(back.data, label)
+    np.testing.assert_allclose(back.affine, AFFINE)

@@ -17,7 +17,7 @@ from bratseg.data.layout import case_from_folder
 from bratseg.preprocessing.cache import build_cache, read_manifest
 from bratseg.preprocessing.config import PreprocessingConfig
 from bratseg.preprocessing.crop import brain_window, crop_xy, resize_slices, uncrop_xy
-from bratseg.preprocessing.normalize import brain_mask, zscore
+from bratseg.preprocessing.normalize import background_value, brain_mask, zscore
 from bratseg.preprocessing.pipeline import prepare_case
 from bratseg.preprocessing.slices import select_slices
 from bratseg.synthetic import write_synthetic_case
@@ -117,8 +117,13 @@ def test_crop_keeps_integer_and_bool_dtypes() -> None:
     assert crop_xy(labels > 5, (0, 0), (2, 2)).dtype == bool
 
 
-def test_real_case_crop_keeps_all_brain_and_label(brats18_case: Path) -> None:
-    vols = load_case(case_from_folder(brats18_case))
+@pytest.fixture(scope="module")
+def real_volumes(brats18_case: Path) -> CaseVolumes:
+    return load_case(case_from_folder(brats18_case))
+
+
+def test_real_case_crop_keeps_all_brain_and_label(real_volumes: CaseVolumes) -> None:
+    vols = real_volumes
     prep = prepare_case(vols, PreprocessingConfig())  # 160 x 192 window
     mask = brain_mask(vols.images)
     assert prep.image.shape == (4, 160, 192, 155) and prep.image.dtype == np.float32
@@ -128,6 +133,82 @@ def test_real_case_crop_keeps_all_brain_and_label(brats18_case: Path) -> None:
     np.testing.assert_array_equal(uncrop_xy(prep.brain, prep.start, vols.shape), mask)
     flair = uncrop_xy(prep.image[0], prep.start, vols.shape)
     np.testing.assert_allclose(flair, zscore(vols.images["flair"], mask), atol=1e-6)
+
+
+# --- the background: BraTS's zeros, or any constant ---------------------------------------
+
+
+def test_brats_input_is_prepared_bit_identically_to_the_nonzero_rule(real_volumes: CaseVolumes) -> None:
+    """The slice cache and inference share prepare_case: on BraTS data (a border of zeros) the
+    background rule must give exactly the mask "non-zero in any modality" it always used, so
+    caches and predictions made before stay valid bit for bit."""
+    vols = real_volumes
+    nonzero = np.zeros(vols.shape, dtype=bool)
+    for data in vols.images.values():
+        nonzero |= data != 0
+    np.testing.assert_array_equal(brain_mask(vols.images), nonzero)
+    config = PreprocessingConfig()
+    prep = prepare_case(vols, config)
+    start = brain_window(nonzero, config.crop_size)
+    assert prep.start == start
+    expected = np.stack([crop_xy(zscore(vols.images[m], nonzero), start, config.crop_size) for m in config.modalities])
+    np.testing.assert_array_equal(prep.image, expected)
+    np.testing.assert_array_equal(prep.brain, crop_xy(nonzero, start, config.crop_size))
+
+
+@pytest.fixture(scope="module")
+def real_slab(real_volumes: CaseVolumes) -> tuple[CaseVolumes, object]:
+    """Slices 40-109 of the real case (through the tumour; quicker than the whole) prepared."""
+    images = {m: np.ascontiguousarray(d[:, :, 40:110]) for m, d in real_volumes.images.items()}
+    slab = CaseVolumes(real_volumes.case_id, images, real_volumes.affine, real_volumes.header)
+    return slab, prepare_case(slab, PreprocessingConfig())
+
+
+@pytest.mark.parametrize("transform", ["offset +100", "offset -3.5", "z-scored over the whole volume"])
+def test_constant_background_is_background(real_slab, transform: str) -> None:
+    """Already-normalised data or a header intercept move the background off 0: the mask and
+    the network's input stay those of the BraTS original (before, the whole volume was
+    "brain" and the shipped model called 1533 cm3 of Brats18_TCIA01_201_1 tumour)."""
+    vols, a = real_slab
+    if transform.startswith("offset"):
+        shift = np.float32(transform.split()[1])
+        images = {m: d + shift for m, d in vols.images.items()}
+    else:
+        images = {m: ((d - d.mean()) / d.std()).astype(np.float32) for m, d in vols.images.items()}
+    assert not any(np.any(d == 0) for d in images.values())
+    moved = CaseVolumes(vols.case_id, images, vols.affine, vols.header)
+    b = prepare_case(moved, PreprocessingConfig())
+    np.testing.assert_array_equal(b.brain, a.brain)
+    assert a.start == b.start
+    np.testing.assert_allclose(b.image, a.image, atol=1e-4)
+
+
+def test_header_intercept_background_is_background(real_volumes: CaseVolumes, brats18_case: Path, tmp_path: Path):
+    flair = next(brats18_case.glob("*_flair.nii.gz"))
+    shifted = tmp_path / flair.name.replace(".nii.gz", ".nii")
+    nib.save(nib.load(str(flair)), str(shifted))
+    # Stored values unchanged, scl_slope 1 and scl_inter 100 (bytes 112-119 of a NIfTI-1
+    # header; nibabel would rescale the data instead): every voxel reads 100 more.
+    blob = bytearray(shifted.read_bytes())
+    blob[112:120] = np.array([1.0, 100.0], dtype="<f4").tobytes()
+    shifted.write_bytes(bytes(blob))
+    (tmp_path / flair.name.replace("_flair", "_t1ce")).symlink_to(next(brats18_case.glob("*_t1ce.nii.gz")))
+    vols = load_case(case_from_folder(tmp_path))
+    assert float(vols.images["flair"].min()) == 100.0
+    original = {m: real_volumes.images[m] for m in ("flair", "t1ce")}
+    np.testing.assert_array_equal(brain_mask(vols.images), brain_mask(original))
+
+
+def test_background_without_a_dominant_value_falls_back_to_zero() -> None:
+    """Noisy air has no background value; the mask is then every non-zero voxel (the whole
+    volume), which the guards refuse rather than this function guessing a threshold."""
+    rng = np.random.default_rng(0)
+    noisy = rng.rayleigh(5.0, (20, 20, 10)).astype(np.float32)
+    assert background_value(noisy)[0] == 0.0 and background_value(noisy)[1] < 0.01
+    assert brain_mask({"flair": noisy}).all()
+    half = np.zeros((20, 20, 10), dtype=np.float32)
+    half[:, 10:] = 7.0  # no value fills more than half of the border: 0 is kept
+    assert background_value(half) == (0.0, 0.5)
 
 
 # --- resize -----------------------------------------------------------------------------------

@@ -1,8 +1,11 @@
 """Read and validate NIfTI volumes and whole cases.
 
 Every failure is an :class:`~bratseg.errors.InvalidCaseError` naming the file and the problem:
-unreadable or truncated file, not 3-D, non-finite voxels, modalities of different shapes or
-affines, empty brain, label values outside the scheme.
+unreadable or truncated file, not 3-D, non-finite voxels, a grid no scan can have (see
+:func:`bratseg.data.geometry.geometry_problem`), modalities of different shapes or affines,
+empty brain, label values outside the scheme. A modality stored in another voxel order whose
+affine says so (axes flipped or permuted, the same voxels in world space) is reoriented onto
+the first modality's grid instead of refused.
 """
 
 from __future__ import annotations
@@ -11,12 +14,15 @@ import gzip
 import os
 import tempfile
 import zlib
-from dataclasses import dataclass
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import nibabel as nib
 import numpy as np
 
+from bratseg.data.geometry import axis_flips, geometry_problem, reorient_onto
 from bratseg.data.labels import to_brats2020, to_internal
 from bratseg.data.layout import MODALITIES, Case
 from bratseg.errors import InvalidCaseError
@@ -38,14 +44,15 @@ def load_volume(path: str | Path, dtype: type = np.float32) -> Volume:
     """Load one NIfTI file as a 3-D array, squeezing a singleton 4th axis.
 
     Raises :class:`InvalidCaseError` for a missing, unreadable, truncated, non-3-D or
-    non-finite file.
+    non-finite file, and for a grid no scan can have (too small, a broken affine, absurd voxel
+    sizes).
     """
     path = Path(path)
     if not path.is_file():
         raise InvalidCaseError(path, "file not found")
     try:
-        img = nib.load(str(path))
-        data = np.asanyarray(img.dataobj)
+        with _nifti_image(path) as img:
+            data = np.asanyarray(img.dataobj)
     except (nib.filebasedimages.ImageFileError, gzip.BadGzipFile) as exc:
         raise InvalidCaseError(path, f"not a readable NIfTI file ({_one_line(exc)})") from None
     except (EOFError, zlib.error) as exc:
@@ -57,12 +64,33 @@ def load_volume(path: str | Path, dtype: type = np.float32) -> Volume:
         data = data[..., 0]
     if data.ndim != 3:
         raise InvalidCaseError(path, f"expected a 3-D volume, got shape {tuple(data.shape)}")
+    problem = geometry_problem(data.shape, img.affine, img.header.get_zooms()[:3])
+    if problem is not None:
+        raise InvalidCaseError(path, problem)
     data = data.astype(dtype, copy=False)
     if np.issubdtype(data.dtype, np.floating) and not np.isfinite(data).all():
         count = int((~np.isfinite(data)).sum())
         raise InvalidCaseError(path, f"{count} voxels are NaN or infinite")
     header = img.header.copy()
     return Volume(data, img.affine.copy(), header, path)
+
+
+@contextmanager
+def _nifti_image(path: Path) -> Iterator[nib.Nifti1Image]:
+    """The image at ``path``, its data readable inside the ``with`` block. nibabel recognises
+    ``.nii`` only in all-lower or all-upper case (``X.Nii.Gz`` is looked for as ``X.nii.Gz``),
+    while case folders are matched in any letter case: such names are read through an opened
+    file instead."""
+    lower = path.name.lower()
+    nii = path.name[-7:-3] if lower.endswith(".nii.gz") else path.name[-4:] if lower.endswith(".nii") else None
+    if nii is None or nii in (".nii", ".NII"):
+        yield nib.load(str(path))
+        return
+    with open(path, "rb") as raw:
+        compressed = raw.read(2) == b"\x1f\x8b"
+    with gzip.open(path, "rb") if compressed else open(path, "rb") as stream:
+        holder = nib.FileHolder(str(path), stream)
+        yield nib.Nifti1Image.from_file_map({"header": holder, "image": holder})
 
 
 def _one_line(exc: BaseException) -> str:
@@ -74,13 +102,20 @@ def _one_line(exc: BaseException) -> str:
 @dataclass
 class CaseVolumes:
     """A validated case in memory: modality arrays of one shape and affine, and the label
-    map in internal 0..3 labels when the case has one."""
+    map in internal 0..3 labels when the case has one.
+
+    ``paths`` are the files each modality came from (empty for volumes built in memory), so
+    later checks can name the file; ``notes`` are one-line remarks about what loading did to
+    the data (a modality reoriented onto the first one's grid), shown to the user as warnings.
+    """
 
     case_id: str
     images: dict[str, np.ndarray]
     affine: np.ndarray
     header: nib.Nifti1Header
     label: np.ndarray | None = None
+    paths: dict[str, Path] = field(default_factory=dict)
+    notes: list[str] = field(default_factory=list)
 
     @property
     def shape(self) -> tuple[int, int, int]:
@@ -104,6 +139,7 @@ def load_case(case: Case, with_label: bool = True) -> CaseVolumes:
     """
     case.check_required()
     images: dict[str, np.ndarray] = {}
+    notes: list[str] = []
     ref: Volume | None = None
     for modality in MODALITIES:
         if modality not in case.images:
@@ -112,7 +148,7 @@ def load_case(case: Case, with_label: bool = True) -> CaseVolumes:
         if ref is None:
             ref = vol
         else:
-            _check_same_grid(ref, vol)
+            notes += _onto_grid(ref, vol)
         if not np.any(vol.data):
             raise InvalidCaseError(vol.path, "the image is empty (every voxel is 0): no brain")
         images[modality] = vol.data
@@ -120,12 +156,29 @@ def load_case(case: Case, with_label: bool = True) -> CaseVolumes:
     label = None
     if with_label and case.label is not None:
         seg = load_volume(case.label, dtype=np.float32)
-        _check_same_grid(ref, seg, origin_may_differ=True)
+        notes += _onto_grid(ref, seg, origin_may_differ=True)
         try:
             label = to_internal(seg.data, case.label_scheme)
         except ValueError as exc:
             raise InvalidCaseError(seg.path, str(exc)) from None
-    return CaseVolumes(case.case_id, images, ref.affine, ref.header, label)
+    paths = {m: Path(p) for m, p in case.images.items() if m in images}
+    return CaseVolumes(case.case_id, images, ref.affine, ref.header, label, paths, notes)
+
+
+def _onto_grid(ref: Volume, other: Volume, origin_may_differ: bool = False) -> list[str]:
+    """Put ``other`` on ``ref``'s grid in place: as it is, or reoriented when it is stored in
+    another voxel order that maps exactly onto that grid; refuse it otherwise. Returns a note
+    when it was reoriented."""
+    moved = reorient_onto(other.data, other.affine, ref.affine, ref.data.shape)
+    if moved is None:
+        _check_same_grid(ref, other, origin_may_differ)
+        return []
+    how = axis_flips(other.affine, ref.affine)
+    other.data, other.affine = moved, ref.affine.copy()
+    return [
+        f"{other.path.name}: stored in another voxel order ({how}) with a matching affine; "
+        f"reoriented onto {ref.path.name}'s grid"
+    ]
 
 
 def _check_same_grid(ref: Volume, other: Volume, origin_may_differ: bool = False) -> None:
@@ -170,12 +223,23 @@ def label_image(labels: np.ndarray, like: CaseVolumes) -> nib.Nifti1Image:
 
 
 def save_nifti(img: nib.Nifti1Image, path: str | Path) -> Path:
-    """Write ``img`` to ``path`` (``.nii`` or ``.nii.gz``) atomically."""
+    """Write ``img`` to ``path`` atomically: gzip-compressed when the name ends in ``.nii.gz``
+    in any letter case (``seg.NII.GZ`` too, as reading matches suffixes), plain NIfTI otherwise.
+
+    Example:
+        >>> import gzip, pathlib, tempfile
+        >>> img = nib.Nifti1Image(np.zeros((4, 4, 4), np.uint8), np.eye(4))
+        >>> out = save_nifti(img, pathlib.Path(tempfile.mkdtemp()) / "seg.NII.GZ")
+        >>> out.read_bytes()[:2] == b"\\x1f\\x8b", nib.load(str(out)).shape
+        (True, (4, 4, 4))
+    """
     path = Path(path)
+    compressed = path.name.lower().endswith(".nii.gz")
 
     def write(tmp: Path) -> None:
-        # nibabel picks compression from the suffix, so write under the real suffix.
-        real = tmp.with_name(tmp.name + ("".join(path.suffixes[-2:]) if path.name.endswith(".nii.gz") else ".nii"))
+        # nibabel picks compression from the suffix, case-sensitively: write under the
+        # lower-case suffix, then move the file under the name asked for.
+        real = tmp.with_name(tmp.name + (".nii.gz" if compressed else ".nii"))
         nib.save(img, str(real))
         os.replace(real, tmp)
 

@@ -53,3 +53,20 @@ def resize_slices(x: torch.Tensor, size: tuple[int, int], nearest: bool = False)
     if nearest:
         return F.interpolate(x, size=size, mode="nearest")
     return F.interpolate(x, size=size, mode="bilinear", align_corners=False)
+
+
+def window_fraction(mask: np.ndarray, size: tuple[int, int]) -> float:
+    """Share of the ``mask`` voxels inside the ``size`` window that :func:`brain_window`
+    centres on it: what the model sees of the brain (1.0 for an empty mask).
+
+    Example:
+        >>> mask = np.zeros((300, 200, 2), dtype=bool)
+        >>> mask[:, 50:150] = True  # a "brain" 300 voxels long, for a 160-voxel window
+        >>> round(window_fraction(mask, (160, 192)), 3)
+        0.533
+    """
+    total = int(mask.sum())
+    if total == 0:
+        return 1.0
+    start = brain_window(mask, size)
+    return int(crop_xy(mask, start, size).sum()) / total
