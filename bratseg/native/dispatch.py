@@ -1,0 +1,135 @@
+"""Which path a case takes, and the inputs of the native path, for the front ends (CLI, Flask,
+Gradio): ``auto`` sends input already in BraTS space (one 240 x 240 x 155 1 mm grid,
+skull-stripped) to today's fast path untouched and anything else to the native pipeline;
+``native`` always runs the native pipeline; ``none`` always takes the fast path, whose guards
+refuse raw input with a one-line reason instead of predicting nonsense.
+
+Example:
+    >>> import tempfile, pathlib
+    >>> from bratseg.synthetic import write_synthetic_case
+    >>> case = write_synthetic_case(pathlib.Path(tempfile.mkdtemp()) / "S", shape=(240, 240, 155))
+    >>> choose_path(case, "auto")[0]
+    'none'
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Literal
+
+from bratseg.data.layout import Case, case_from_folder
+from bratseg.errors import InvalidCaseError
+from bratseg.native.reader import ScanSource
+
+Preprocess = Literal["auto", "native", "none"]
+PREPROCESS_CHOICES = ("auto", "native", "none")
+
+
+@dataclass
+class NativeInputs:
+    """What :func:`bratseg.native.segment_native` takes for one case, and how it was found
+    (one line per sequence: which file or DICOM series, and why)."""
+
+    case_id: str
+    images: dict[str, ScanSource]
+    notes: list[str] = field(default_factory=list)
+
+
+def is_dicom_file(path: Path) -> bool:
+    """A file with the DICOM preamble (``DICM`` at byte 128)."""
+    try:
+        with open(path, "rb") as fh:
+            fh.seek(128)
+            return fh.read(4) == b"DICM"
+    except OSError:
+        return False
+
+
+def holds_dicom(folder: str | Path) -> bool:
+    """A folder with a DICOM file in it or in a subfolder, or a zip (taken as a DICOM study)."""
+    folder = Path(folder)
+    if folder.is_file():
+        return folder.suffix.lower() == ".zip"
+    return any(p.is_file() and is_dicom_file(p) for p in folder.rglob("*"))
+
+
+def dicom_inputs(source: str | Path, overrides: dict[str, str | int] | None = None) -> NativeInputs:
+    """The sequences of a DICOM study folder or zip, guessed from each series' tags (or named
+    in ``overrides``: sequence -> series number, UID or description), read into memory."""
+    from bratseg.native.dicom import read_study
+
+    chosen, found = read_study(source, overrides)
+    source = Path(source)
+    notes = [f"{m}: {s.label} ({'given' if overrides and m in overrides else s.basis})" for m, s in chosen.items()]
+    unused = [s.label for s in found if s not in chosen.values()]
+    if unused:
+        notes.append(f"not used: {'; '.join(unused)}")
+    for required in ("flair", "t1ce"):
+        if required not in chosen:
+            listed = "; ".join(f"{s.label} -> {s.sequence or '?'}" for s in found)
+            raise InvalidCaseError(
+                source, f"no series recognised as {required.upper()} ({listed}); name it with --{required}"
+            )
+    name = source.stem if source.is_file() else source.name
+    return NativeInputs(name, {m: s.image for m, s in chosen.items()}, notes)
+
+
+def choose_path(case: Case, preprocess: Preprocess) -> tuple[Literal["none", "native"], list[str]]:
+    """``none`` (the fast path) or ``native`` for a NIfTI case, and why: the guards' reasons
+    why the case is not BraTS-space-like, or the grids that differ."""
+    if preprocess != "auto":
+        return preprocess, []
+    from bratseg.data.io import load_case
+    from bratseg.inference import guards
+
+    try:
+        volumes = load_case(case, with_label=False)
+    except InvalidCaseError as exc:
+        if "differs from" in str(exc) or "not co-registered" in str(exc):
+            return "native", [str(exc)]  # each sequence on its own grid: native scans
+        raise
+    problems = guards.brats_space_problems(volumes)
+    return ("native", problems) if problems else ("none", [])
+
+
+def segment_any(
+    segmenter,
+    source: Case | str | Path,
+    preprocess: Preprocess = "auto",
+    *,
+    keep_intermediate: str | Path | None = None,
+    log: Callable[[str], None] | None = None,
+):
+    """Segment a NIfTI case (folder or :class:`Case`) or a DICOM study by the path
+    :func:`choose_path` picks. Returns a :class:`~bratseg.inference.predictor.Prediction`
+    (fast path) or a :class:`~bratseg.native.pipeline.NativePrediction`; both have ``save``,
+    ``region_volumes``, ``seconds`` and ``warnings``."""
+    from bratseg.native.pipeline import segment_native
+
+    if not isinstance(source, Case) and holds_dicom(source):
+        if preprocess == "none":
+            raise InvalidCaseError(source, "DICOM scans need the native preprocessing (--preprocess auto or native)")
+        inputs = dicom_inputs(source)
+        for note in inputs.notes:
+            if log is not None:
+                log(note)
+        return segment_native(
+            segmenter, inputs.images, keep_intermediate=keep_intermediate, log=log, case_id=inputs.case_id
+        )
+    case = source if isinstance(source, Case) else case_from_folder(source)
+    path, reasons = choose_path(case, "auto" if preprocess == "none" else preprocess)
+    if preprocess == "none" and path == "native":
+        raise InvalidCaseError(
+            case.folder or case.case_id,
+            f"not in BraTS space ({'; '.join(reasons)}); run with --preprocess native (or auto) to register, "
+            "skull-strip and resample it first",
+        )
+    if path == "none":
+        return segmenter.segment(case)
+    if log is not None and reasons:
+        log(f"{case.case_id}: native preprocessing, since {'; '.join(reasons)}")
+    return segment_native(
+        segmenter, dict(case.images), keep_intermediate=keep_intermediate, log=log, case_id=case.case_id
+    )
