@@ -110,7 +110,7 @@ def test_folder_of_cases(brats18_dir, tmp_path, capsys):
         (data / name).symlink_to(brats18_dir / name, target_is_directory=True)
     out = tmp_path / "out"
     assert main(["predict", str(data), "--output", str(out)]) == 0
-    assert sorted(p.name for p in out.iterdir()) == [f"{n}.nii.gz" for n in picked]
+    assert sorted(p.name for p in out.iterdir()) == [*(f"{n}.nii.gz" for n in picked), "volumes.csv"]
     for name in picked:
         brain, like = _brain(brats18_dir / name)
         _check_output(out / f"{name}.nii.gz", like, brain)
