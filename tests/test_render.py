@@ -225,3 +225,38 @@ def test_png_round_trip():
     np.testing.assert_array_equal(np.asarray(Image.open(io.BytesIO(png))), image)
     with pytest.raises(ValueError):
         to_png(image.astype(np.float32))
+
+
+@pytest.mark.parametrize(
+    "affine",
+    [
+        np.zeros((4, 4)),
+        np.diag([1.0, 1.0, 0.0, 1.0]),
+        np.array([[1, 0, 0, 0], [0, 1, 0, 0], [1, 1, 0, 0], [0, 0, 0, 1.0]]),
+    ],
+    ids=["singular", "rank 2", "rank 2 oblique"],
+)
+def test_degenerate_affines_still_draw_every_view(ras_case, affine):
+    """A singular or rank-2 affine (refused by the loader, but a caller may still hold one)
+    leaves a voxel axis without a world axis: the picture falls back to the stored order
+    instead of failing with an IndexError."""
+    flair, t1ce, labels = ras_case
+    vols = _volumes(flair, t1ce, affine)
+    for axis in AXES:
+        n = slice_count(SHAPE, axis, affine)
+        assert n in SHAPE
+        image = render_overlay(vols, labels, "whole tumour", axis, n - 1)
+        assert image.dtype == np.uint8 and image.ndim == 3
+        assert 0 <= best_slice(labels, axis, affine=affine) < n
+    assert {slice_count(SHAPE, axis, affine) for axis in AXES} == set(SHAPE)  # each voxel axis once
+    assert render_inputs(vols, "axial").shape[0] == SHAPE[1]
+
+
+def test_a_volume_with_one_slice_renders_its_only_slice(ras_case):
+    flair, t1ce, labels = (a[:, :, 3:4] for a in ras_case)
+    vols = _volumes(flair, t1ce, np.eye(4))
+    assert slice_count(flair.shape, "axial") == 1
+    assert best_slice(labels, "axial") == 0
+    assert render_overlay(vols, labels, "edema", "axial", 0).shape == (SHAPE[1], SHAPE[0], 3)
+    with pytest.raises(ValueError, match="out of range 0..0"):
+        render_overlay(vols, labels, "edema", "axial", 1)

@@ -340,3 +340,70 @@ def test_request_workdir_is_removed_after_success_and_failure(tmp_path: Path, mo
     with request_workdir(other) as work3:
         assert work3.parent == other and work3 != work
     assert list(other.iterdir()) == []
+
+
+# ----------------------------------------------------------------- memory bound per case
+
+
+def _header_only(path: Path, shape: tuple[int, ...], dtype, slope: float | None = None) -> Path:
+    """A gzipped NIfTI whose header declares ``shape`` x ``dtype`` with no voxel data: what
+    a decompression-bomb upload looks like before anything is loaded."""
+    header = nib.Nifti1Header()
+    header.set_data_shape(shape)
+    header.set_data_dtype(dtype)
+    if slope is not None:
+        header.set_slope_inter(slope, 0.0)
+    path.write_bytes(gzip.compress(header.binaryblock + b"\0" * 4))
+    return path
+
+
+def test_case_decoding_past_the_memory_bound_is_refused_from_its_headers(tmp_path: Path):
+    """The issue's upload: a small gzip declaring 400 x 400 x 399 float64 (64 M voxels, under
+    the voxel limit) decodes to 511 MB an image; two are refused before loading."""
+    from bratseg.serving.uploads import DEFAULT_MAX_CASE_BYTES, DEFAULT_MAX_VOXELS
+
+    shape = (400, 400, 399)
+    assert np.prod(shape) < DEFAULT_MAX_VOXELS
+    flair = _header_only(tmp_path / "big_flair.nii.gz", shape, np.float64)
+    t1ce = _header_only(tmp_path / "big_t1ce.nii.gz", shape, np.float64)
+    assert flair.stat().st_size < 1000
+    with pytest.raises(UploadError) as err:
+        case_from_uploads({"flair": flair, "t1ce": t1ce}, max_case_bytes=DEFAULT_MAX_CASE_BYTES)
+    message = str(err.value)
+    assert err.value.status == 413
+    assert "1021 MB once loaded" in message and "big_flair.nii.gz 400x400x399 x 8 B" in message
+    assert "500 MB" in message
+
+
+def test_memory_bound_counts_loaded_bytes_not_stored_ones(tmp_path: Path):
+    from bratseg.serving.uploads import read_nifti_header
+
+    shape = (240, 240, 155)  # a BraTS grid
+    cases = {
+        "int16": (_header_only(tmp_path / "a.nii.gz", shape, np.int16), 4),  # held as float32
+        "uint8": (_header_only(tmp_path / "b.nii.gz", shape, np.uint8), 4),
+        "float64": (_header_only(tmp_path / "c.nii.gz", shape, np.float64), 8),
+        "scaled int32": (_header_only(tmp_path / "d.nii.gz", shape, np.int32, slope=0.5), 8),
+        "scaled int16": (_header_only(tmp_path / "e.nii.gz", shape, np.int16, slope=0.5), 4),
+    }
+    for name, (path, per_voxel) in cases.items():
+        header = read_nifti_header(path)
+        assert header.bytes_per_voxel == per_voxel, name
+        assert header.decoded_bytes == 240 * 240 * 155 * per_voxel
+    # Four BraTS images in float32 (143 MB) pass the default bound; a bound below them does not.
+    files = {m: _header_only(tmp_path / f"case_{m}.nii.gz", shape, np.float32) for m in ("flair", "t1ce", "t1", "t2")}
+    assert sorted(case_from_uploads(files).images) == ["flair", "t1", "t1ce", "t2"]
+    with pytest.raises(UploadError, match="143 MB once loaded"):
+        case_from_uploads(files, max_case_bytes=100_000_000)
+
+
+def test_zipped_case_past_the_memory_bound_is_refused(tmp_path: Path):
+    zipped = tmp_path / "big.zip"
+    with zipfile.ZipFile(zipped, "w") as zf:
+        for m in ("flair", "t1ce"):
+            zf.write(_header_only(tmp_path / f"BIG_{m}.nii.gz", (400, 400, 300), np.float64), f"BIG/BIG_{m}.nii.gz")
+    work = tmp_path / "work"
+    work.mkdir()
+    with pytest.raises(UploadError, match="once loaded") as err:
+        case_from_zip(zipped, work, max_uncompressed_bytes=50_000_000)
+    assert err.value.status == 413

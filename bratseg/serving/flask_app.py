@@ -5,16 +5,23 @@ Routes:
 * ``GET /``: the original form (``flair`` and ``t1ce`` file uploads, optional ``t1`` and
   ``t2``, select ``part_of_tumor``), posting to ``/outpg``.
 * ``POST /outpg``: an HTML page with the two input slices and the overlay, inline as PNG
-  data URIs, the region volumes and a link to the label map. The original text fields
-  ``flair_path`` / ``ce_path`` are accepted too, but only beneath the configured data root.
+  data URIs, the region volumes, the confidence and warnings, and links to the viewer and
+  the files. The original text fields ``flair_path`` / ``ce_path`` are accepted too, but
+  only beneath the configured data root.
 * ``POST /api/predict``: the same fields plus ``t1``, ``t2``, ``zip`` (a zipped case
-  folder), ``slice``, ``axis`` and ``region``; answers JSON.
-* ``GET /api/result/<id>.nii.gz``: the label map of a recent prediction, from a bounded
-  in-memory LRU (nothing is kept on disk).
+  folder), ``slice``, ``axis`` and ``region``; answers JSON with the volumes, the overlay,
+  ``confidence``, ``warnings``, ``viewer_url``, ``labels_url``, ``uncertainty_url`` and
+  ``report_url``.
+* ``GET /viewer/<id>``, ``GET /api/result/<id>/<file>``, ``GET /api/result/<id>.nii.gz``:
+  the interactive viewer and the files of a recent prediction, from a bounded in-memory
+  store (:mod:`bratseg.serving.viewer`, :mod:`bratseg.serving.results`).
 * ``GET /healthz``: 200 once the model is loaded, 503 before (or if loading failed).
 
 Every request's files live in a private temp folder that is removed when the request ends,
-whatever happened; bad input gets a 4xx with a message a user can act on.
+whatever happened; bad input gets a 4xx with a message a user can act on, and a failure
+nothing foresaw a 422 naming the case, never a bare 500. A full prediction queue answers
+503 with ``Retry-After`` at once, so request threads stay free for ``/healthz`` and static
+files.
 
 Run it with ``bratseg serve [--host H] [--port P] [--model MODEL_DIR]`` (waitress).
 """
@@ -23,27 +30,26 @@ from __future__ import annotations
 
 import argparse
 import base64
-import gzip
 import logging
-import secrets
-import tempfile
-import threading
-from collections import OrderedDict
 from contextlib import ExitStack
 from pathlib import Path
 from typing import Any
 
-import nibabel as nib
 from flask import Flask, Response, current_app, g, jsonify, redirect, render_template, request, url_for
-from flask import Request as FlaskRequest
-from werkzeug.datastructures import FileStorage
 from werkzeug.exceptions import HTTPException, RequestEntityTooLarge
-from werkzeug.utils import secure_filename
 
-from bratseg.data.layout import MODALITIES, Case
+from bratseg.data.layout import Case
 from bratseg.errors import BratsegError, InvalidCaseError, ModelLoadError
-from bratseg.inference.predictor import Prediction
-from bratseg.inference.regions import ORIGINAL_PARTS, REGION_LABELS, resolve_region
+from bratseg.inference.regions import ORIGINAL_PARTS
+from bratseg.serving.form import (
+    UploadLimits,
+    UploadRequest,
+    case_from_request,
+    parse_axis,
+    parse_region,
+    parse_slice,
+    precheck_slice,
+)
 from bratseg.serving.render import (
     AXES,
     best_slice,
@@ -54,60 +60,24 @@ from bratseg.serving.render import (
     slice_count,
     to_png,
 )
-from bratseg.serving.service import InferenceService, ServiceBusyError
+from bratseg.serving.results import DEFAULT_MAX_AGE_S, ResultStore, build_result, labels_nifti_gz
+from bratseg.serving.service import CaseProcessingError, InferenceService, ServiceBusyError
 from bratseg.serving.uploads import (
+    DEFAULT_MAX_CASE_BYTES,
     DEFAULT_MAX_VOXELS,
     UploadError,
-    case_from_uploads,
-    case_from_zip,
     request_workdir,
-    resolve_under_root,
-    safe_case_id,
 )
+from bratseg.serving.viewer import init_viewer, result_urls
+
+__all__ = ["ResultStore", "create_app", "labels_nifti_gz", "serve"]
 
 log = logging.getLogger(__name__)
 
 DEFAULT_MAX_UPLOAD_BYTES = 200 * 1024 * 1024
 DEFAULT_MAX_UNZIPPED_BYTES = 1024 * 1024 * 1024
-# The original form's text fields, and the modality each names.
-_PATH_FIELDS = {"flair_path": "flair", "ce_path": "t1ce", "t1_path": "t1", "t2_path": "t2"}
+RESERVED_THREADS = 2  # waitress threads no prediction may hold: /healthz and static files
 _EXTENSION = "bratseg"
-
-
-class ResultStore:
-    """A bounded, thread-safe LRU of label maps (gzipped NIfTI bytes) keyed by random ids.
-
-    Ids are unguessable (128 random bits), so one user cannot fetch another's result.
-    """
-
-    def __init__(self, max_items: int = 32, max_bytes: int = 256 * 1024 * 1024):
-        self.max_items = max_items
-        self.max_bytes = max_bytes
-        self._items: OrderedDict[str, tuple[bytes, str]] = OrderedDict()
-        self._bytes = 0
-        self._lock = threading.Lock()
-
-    def put(self, data: bytes, filename: str) -> str:
-        """Store ``data`` (downloaded as ``filename``); returns its id."""
-        key = secrets.token_urlsafe(16)
-        with self._lock:
-            self._items[key] = (data, filename)
-            self._bytes += len(data)
-            while self._items and (len(self._items) > self.max_items or self._bytes > self.max_bytes):
-                _key, (old, _name) = self._items.popitem(last=False)
-                self._bytes -= len(old)
-        return key
-
-    def get(self, key: str) -> tuple[bytes, str] | None:
-        """The bytes and file name stored under ``key``, or None when unknown or evicted."""
-        with self._lock:
-            item = self._items.get(key)
-            if item is not None:
-                self._items.move_to_end(key)
-            return item
-
-    def __len__(self) -> int:
-        return len(self._items)
 
 
 class _State:
@@ -117,21 +87,9 @@ class _State:
         self.service: InferenceService = kwargs["service"]
         self.data_root: Path | None = kwargs["data_root"]
         self.workdir_root: Path | None = kwargs["workdir_root"]
-        self.max_unzipped_bytes: int = kwargs["max_unzipped_bytes"]
-        self.max_voxels: int = kwargs["max_voxels"]
+        self.limits: UploadLimits = kwargs["limits"]
         self.results: ResultStore = kwargs["results"]
-
-
-class _UploadRequest(FlaskRequest):
-    """Spools uploaded files into the request's own temp folder (not the shared temp
-    directory), so an upload is a file we can hand to nibabel without copying it and
-    nothing outlives the request."""
-
-    def _get_file_stream(self, total_content_length, content_type, filename=None, content_length=None):
-        workdir = g.get("bratseg_workdir")
-        if workdir is None:
-            return super()._get_file_stream(total_content_length, content_type, filename, content_length)
-        return tempfile.NamedTemporaryFile("wb+", dir=workdir, prefix="upload-", suffix=".part", delete=False)
+        self.model_dir: Path | None = kwargs["model_dir"]
 
 
 def create_app(
@@ -145,6 +103,9 @@ def create_app(
     max_voxels: int = DEFAULT_MAX_VOXELS,
     workdir_root: Path | None = None,
     max_results: int = 32,
+    max_case_bytes: int = DEFAULT_MAX_CASE_BYTES,
+    max_waiting: int | None = None,
+    result_max_age_s: float = DEFAULT_MAX_AGE_S,
 ) -> Flask:
     """The Flask app.
 
@@ -158,25 +119,30 @@ def create_app(
         max_unzipped_bytes: largest total size a zipped case may extract to.
         max_voxels: largest image (voxels) an upload may declare.
         workdir_root: where per-request temp folders are made (default: the temp directory).
-        max_results: label maps kept for download (oldest dropped first).
+        max_results: results kept for download and the viewer (oldest dropped first).
+        max_case_bytes: the most a case's images may take once loaded (from their headers).
+        max_waiting: predictions allowed to wait for a slot when ``service`` is None (None:
+            no bound); more are answered 503 at once.
+        result_max_age_s: seconds a result stays downloadable.
     """
     if data_root is not None:
         data_root = Path(data_root).resolve()
         if not data_root.is_dir():
             raise BratsegError(f"{data_root}: data root not found")
     if service is None:
-        service = InferenceService(model_dir, max_concurrent=max_concurrent, background=True)
+        service = InferenceService(model_dir, max_concurrent=max_concurrent, background=True, max_waiting=max_waiting)
     app = Flask(__name__)
-    app.request_class = _UploadRequest
+    app.request_class = UploadRequest
     app.config["MAX_CONTENT_LENGTH"] = max_upload_bytes
     app.extensions[_EXTENSION] = _State(
         service=service,
         data_root=data_root,
         workdir_root=None if workdir_root is None else Path(workdir_root),
-        max_unzipped_bytes=max_unzipped_bytes,
-        max_voxels=max_voxels,
-        results=ResultStore(max_results),
+        limits=UploadLimits(data_root, max_unzipped_bytes, max_voxels, max_case_bytes),
+        results=(results := ResultStore(max_results, max_age_s=result_max_age_s)),
+        model_dir=service.model_dir,
     )
+    init_viewer(app, results)
 
     @app.before_request
     def _open_workdir() -> None:
@@ -203,48 +169,41 @@ def create_app(
     @app.post("/outpg")
     def outpg() -> Response | tuple[str, int]:
         try:
-            result = _predict_request(request.form.get("part_of_tumor") or "all_the_tumor")
+            result = _predict_request(("part_of_tumor",), "all_the_tumor", with_inputs=True)
         except (BratsegError, RequestEntityTooLarge) as exc:
             status, message = _error(exc)
             return _render_form(error=message), status
-        axis = result["axis"]
-        inputs = render_inputs(result["prediction"].volumes, axis, result["slice"])
         return render_template(
             "result.html",
             case=result["case"],
             region=result["region"],
-            axis=axis,
+            axis=result["axis"],
             slice=result["slice"],
             slices=result["slices"],
             volumes=result["volumes_cm3"],
             seconds=result["seconds"],
-            inputs_png=_b64(to_png(inputs)),
+            inputs_png=result.pop("inputs_png_base64"),
             overlay_png=result["overlay_png_base64"],
             legend=legend_html(result["region"]),
             labels_url=result["labels_url"],
+            viewer_url=result["viewer_url"],
+            uncertainty_url=result["uncertainty_url"],
+            report_url=result["report_url"],
+            confidence=result["confidence"],
+            warnings=result["warnings"],
         )
 
     @app.post("/api/predict")
     def api_predict() -> tuple[Response, int]:
         try:
-            result = _predict_request(request.form.get("region") or request.form.get("part_of_tumor") or "whole tumour")
+            result = _predict_request(("region", "part_of_tumor"), "whole tumour")
         except (BratsegError, RequestEntityTooLarge) as exc:
             status, message = _error(exc)
-            return jsonify(error=message), status
-        result.pop("prediction")
+            response = jsonify(error=message)
+            if isinstance(exc, ServiceBusyError):
+                response.headers["Retry-After"] = str(exc.retry_after)
+            return response, status
         return jsonify(result), 200
-
-    @app.get("/api/result/<result_id>.nii.gz")
-    def api_result(result_id: str) -> Response | tuple[Response, int]:
-        item = _state().results.get(result_id)
-        if item is None:
-            return jsonify(error="unknown or expired result id; predict again"), 404
-        data, filename = item
-        return Response(
-            data,
-            mimetype="application/gzip",
-            headers={"Content-Disposition": f'attachment; filename="{filename}"', "Cache-Control": "private"},
-        )
 
     @app.get("/healthz")
     def healthz() -> tuple[Response, int]:
@@ -252,6 +211,8 @@ def create_app(
         body: dict[str, Any] = {
             "max_concurrent": service.max_concurrent,
             "active": service.active,
+            "waiting": service.waiting,
+            "max_waiting": service.max_waiting,
             "results_cached": len(_state().results),
         }
         if service.ready:
@@ -276,7 +237,8 @@ def create_app(
 
     @app.errorhandler(Exception)
     def internal_error(exc: Exception) -> tuple[Any, int]:
-        # A bug, not bad input: log the traceback, answer briefly, keep serving.
+        # A bug outside the prediction routes (they answer 422 themselves): log it, answer
+        # briefly, keep serving.
         log.exception("unexpected error on %s %s", request.method, request.path)
         if request.path.startswith("/api/"):
             return jsonify(error="internal server error; the request was not processed"), 500
@@ -311,108 +273,44 @@ def _error(exc: BaseException) -> tuple[int, str]:
         return exc.status, str(exc)
     if isinstance(exc, InvalidCaseError):
         return 400, str(exc)
-    if isinstance(exc, (ServiceBusyError, ModelLoadError)):
+    if isinstance(exc, ServiceBusyError):
+        return 503, f"{exc} (in about {exc.retry_after} s)"
+    if isinstance(exc, ModelLoadError):
         return 503, str(exc)
+    if isinstance(exc, CaseProcessingError):
+        return 422, str(exc)
     return 400, str(exc)
 
 
-def _region(value: str) -> str:
-    try:
-        return resolve_region(value)
-    except KeyError:
-        choices = ", ".join(list(REGION_LABELS) + list(ORIGINAL_PARTS))
-        raise UploadError(f"unknown region {value!r}; choose one of {choices}", 400) from None
+def _predict_request(region_fields: tuple[str, ...], default_region: str, with_inputs: bool = False) -> dict[str, Any]:
+    """Parse the form fields shared by ``/outpg`` and ``/api/predict`` and predict.
 
-
-def _axis(value: str) -> str:
-    if value not in AXES:
-        raise UploadError(f"unknown axis {value!r}; choose one of {', '.join(AXES)}", 400)
-    return value
-
-
-def _slice(value: str | None) -> int | None:
-    if value is None or not value.strip():
-        return None
-    try:
-        return int(value)
-    except ValueError:
-        raise UploadError(f"slice must be a whole number, got {value!r}", 400) from None
-
-
-def _saved_upload(storage: FileStorage, workdir: Path, field: str) -> Path:
-    """The upload as a file in ``workdir``, under the (sanitised) name the user gave it so
-    that error messages name the user's file. The spool file is moved, not copied, when
-    it is already in the request folder."""
-    client_name = (storage.filename or "").replace("\\", "/").rsplit("/", 1)[-1]
-    folder = workdir / "uploads" / field  # one folder per field: two uploads may share a name
-    folder.mkdir(parents=True, exist_ok=True)
-    path = folder / (secure_filename(client_name) or f"{field}.upload")
-    spooled = getattr(storage.stream, "name", None)
-    if isinstance(spooled, str) and Path(spooled).parent == workdir:
-        storage.stream.flush()
-        Path(spooled).replace(path)  # the open handle follows the file; closed at teardown
-    else:
-        storage.save(path)
-    return path
-
-
-def _case_from_request() -> Case:
-    """The case a request describes: a zip, uploaded files, or paths beneath the data root."""
+    The request takes its place in the prediction queue before its body is parsed (a full
+    queue is refused at once, before the upload costs disk); failures nothing foresaw become
+    a :class:`CaseProcessingError` naming the case.
+    """
     state = _state()
-    workdir: Path = g.bratseg_workdir
-    files = request.files  # reading it parses the body: 413 is raised here when too large
-    zipped = files.get("zip")
-    if zipped is not None and zipped.filename:
-        path = _saved_upload(zipped, workdir, "zip")
-        return case_from_zip(path, workdir, state.max_unzipped_bytes, max_voxels=state.max_voxels)
-    uploads: dict[str, Path] = {}
-    for modality in MODALITIES:
-        storage = files.get(modality)
-        if storage is not None and storage.filename:
-            uploads[modality] = _saved_upload(storage, workdir, modality)
-    for field, modality in _PATH_FIELDS.items():
-        text = (request.form.get(field) or "").strip()
-        if not text or modality in uploads:
-            continue
-        if state.data_root is None:
-            raise UploadError(
-                f"{field}: server-side paths are disabled on this server (no data root configured); "
-                "upload the files instead",
-                403,
-            )
-        uploads[modality] = resolve_under_root(text, state.data_root)
-    if not uploads:
-        raise UploadError("no input: upload FLAIR and T1ce NIfTI files (or a zipped case folder)", 400)
-    return case_from_uploads(uploads, workdir=workdir, max_voxels=state.max_voxels)
+    with state.service.reserved():
+        given = (request.form.get(field) for field in region_fields)
+        region = parse_region(next((value for value in given if value), default_region))
+        axis = parse_axis(request.form.get("axis") or "axial")
+        index = parse_slice(request.form.get("slice"))
+        case = case_from_request(request, state.limits)
+        try:
+            return _predict(case, region, axis, index, with_inputs)
+        except BratsegError:
+            raise
+        except Exception as exc:
+            log.exception("processing %s failed", case.case_id)
+            raise CaseProcessingError(
+                f"{case.case_id}: the result could not be prepared ({type(exc).__name__}: {exc})"
+            ) from exc
 
 
-def _precheck_slice(case: Case, axis: str, index: int | None) -> None:
-    """Refuse an out-of-range slice from the header alone, before minutes of prediction."""
-    if index is None:
-        return
-    try:
-        img = nib.load(str(case.images["flair"]))
-        shape, affine = img.shape, img.affine
-    except Exception:  # noqa: BLE001 - a broken file is reported by load_case with its reason
-        return
-    if len(shape) >= 3:
-        n = slice_count(shape[:3], axis, affine)
-        if not 0 <= index < n:
-            raise UploadError(f"{axis} slice {index} is out of range 0..{n - 1}", 400)
-
-
-def _predict_request(region_field: str) -> dict[str, Any]:
-    """Parse the form fields shared by ``/outpg`` and ``/api/predict`` and predict."""
-    region = _region(region_field)
-    axis = _axis(request.form.get("axis") or "axial")
-    index = _slice(request.form.get("slice"))
-    return _predict(_case_from_request(), region, axis, index)
-
-
-def _predict(case: Case, region: str, axis: str, index: int | None) -> dict[str, Any]:
+def _predict(case: Case, region: str, axis: str, index: int | None, with_inputs: bool) -> dict[str, Any]:
     """Run the model and build what both the page and the API report."""
     state = _state()
-    _precheck_slice(case, axis, index)
+    precheck_slice(case, axis, index)
     prediction = state.service.segment(case)
     volumes = prediction.volumes
     if index is None:
@@ -420,28 +318,22 @@ def _predict(case: Case, region: str, axis: str, index: int | None) -> dict[str,
             prediction.labels, axis, region=region, affine=volumes.affine, brain=volumes.images["flair"] != 0
         )
     overlay = draw_legend(render_overlay(volumes, prediction.labels, region, axis, index), region)
-    # The case id may come from a zip's folder name: keep the download name header-safe.
-    key = state.results.put(labels_nifti_gz(prediction), f"{safe_case_id(volumes.case_id)}_seg.nii.gz")
-    return {
-        "case": volumes.case_id,
+    stored = build_result(
+        prediction, case.images, max_bytes=state.results.max_result_bytes, model_dir=state.service.model_dir
+    )
+    key = state.results.put(stored)
+    body = {
+        **stored.summary,
         "region": region,
         "axis": axis,
         "slice": index,
         "slices": slice_count(volumes.shape, axis, volumes.affine),
-        "shape": list(volumes.shape),
-        "modalities": sorted(volumes.images),
-        "volumes_cm3": prediction.region_volumes(),
-        "seconds": round(prediction.seconds, 3),
         "overlay_png_base64": _b64(to_png(overlay)),
-        "labels_url": url_for("api_result", result_id=key),
-        "prediction": prediction,
+        **result_urls(key, stored),
     }
-
-
-def labels_nifti_gz(prediction: Prediction) -> bytes:
-    """The prediction's BraTS 2020 (0/1/2/4) label map as gzipped NIfTI bytes, with the
-    input's affine and header, built in memory (no file on disk)."""
-    return gzip.compress(prediction.to_nifti().to_bytes(), compresslevel=6, mtime=0)
+    if with_inputs:
+        body["inputs_png_base64"] = _b64(to_png(render_inputs(volumes, axis, index)))
+    return body
 
 
 def _b64(data: bytes) -> str:
@@ -451,35 +343,52 @@ def _b64(data: bytes) -> str:
 # ------------------------------------------------------------------------------------ serve
 
 
+def serve_plan(threads: int, max_concurrent: int, max_queue: int | None = None) -> tuple[int, int]:
+    """``(waitress threads, predictions allowed to wait)`` for a server.
+
+    A request waiting for a prediction slot holds a waitress thread, so the queue is what
+    the threads leave after the running predictions and :data:`RESERVED_THREADS`, which
+    stay free for ``/healthz`` and static files. An explicit ``max_queue`` gets the threads
+    it needs.
+    """
+    if max_queue is None:
+        max_queue = max(0, threads - max_concurrent - RESERVED_THREADS)
+    return max(threads, max_concurrent + max_queue + RESERVED_THREADS), max_queue
+
+
 def serve(args: argparse.Namespace) -> None:
     """Serve the app with waitress (``bratseg serve``); blocks until interrupted.
 
-    The model loads in the background: ``/healthz`` answers 503 until it is ready.
-    Concurrency is bounded twice: waitress's ``--threads`` request threads, and at most
-    ``--max-concurrent`` predictions at once (the rest wait for a slot).
+    The model loads in the background: ``/healthz`` answers 503 until it is ready. At most
+    ``--max-concurrent`` predictions run at once and :func:`serve_plan`'s queue waits; more
+    are answered 503 with ``Retry-After`` at once, so health checks and static files never
+    wait behind predictions.
     """
     import waitress
 
     max_upload = int(args.max_upload_mb) * 1024 * 1024
     if args.data_root is not None and not Path(args.data_root).is_dir():
         raise BratsegError(f"{args.data_root}: data root not found")  # before loading a model for nothing
-    service = InferenceService(args.model, max_concurrent=args.max_concurrent, background=True)
+    threads, max_waiting = serve_plan(args.threads, args.max_concurrent, getattr(args, "max_queue", None))
+    service = InferenceService(args.model, max_concurrent=args.max_concurrent, background=True, max_waiting=max_waiting)
+    max_case_mb = getattr(args, "max_case_mb", None)
     app = create_app(
         service,
         data_root=args.data_root,
         max_upload_bytes=max_upload,
         max_unzipped_bytes=int(args.max_unzipped_mb) * 1024 * 1024,
+        max_case_bytes=DEFAULT_MAX_CASE_BYTES if max_case_mb is None else int(max_case_mb) * 1_000_000,
     )
     print(
-        f"bratseg: serving on http://{args.host}:{args.port} "
-        f"({args.threads} threads, {service.max_concurrent} predictions at once); model loading...",
+        f"bratseg: serving on http://{args.host}:{args.port} ({threads} threads, "
+        f"{service.max_concurrent} predictions at once, {max_waiting} waiting); model loading...",
         flush=True,
     )
     waitress.serve(
         app,
         host=args.host,
         port=args.port,
-        threads=args.threads,
+        threads=threads,
         # waitress's own cap, a little above Flask's so Flask answers with a clear 413.
         max_request_body_size=max_upload + 1024 * 1024,
         ident="bratseg",

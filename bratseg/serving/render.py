@@ -61,11 +61,28 @@ def _check_axis(axis: str) -> str:
     return axis
 
 
+_IDENTITY_ORIENTATION = np.array([[0, 1], [1, 1], [2, 1]], dtype=float)
+
+
 def _orientation(affine: np.ndarray | None) -> np.ndarray:
-    """nibabel orientation (voxel axis -> RAS axis and direction); identity without affine."""
+    """nibabel orientation (voxel axis -> RAS axis and direction); identity without affine.
+
+    A degenerate affine (singular, rank 2, NaN) leaves some voxel axes without a world axis:
+    they get the world axes left over, in order, so that a picture can still be drawn (as
+    stored) instead of failing; whether such a case may be predicted is for the loader.
+    """
     if affine is None:
-        return np.array([[0, 1], [1, 1], [2, 1]], dtype=float)
-    return nib.orientations.io_orientation(np.asarray(affine))
+        return _IDENTITY_ORIENTATION.copy()
+    matrix = np.asarray(affine, dtype=float)
+    if matrix.shape != (4, 4) or not np.isfinite(matrix).all():
+        return _IDENTITY_ORIENTATION.copy()
+    with np.errstate(invalid="ignore", divide="ignore"):
+        ornt = nib.orientations.io_orientation(matrix)
+    missing = np.isnan(ornt[:, 0])
+    if missing.any():
+        free = [w for w in range(3) if w not in ornt[~missing, 0]]
+        ornt[missing] = [[w, 1.0] for w in free]
+    return ornt
 
 
 def _voxel_axis(axis: str, ornt: np.ndarray) -> int:

@@ -26,6 +26,7 @@ import zipfile
 import zlib
 from collections.abc import Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 
 import numpy as np
@@ -36,6 +37,11 @@ from bratseg.errors import BratsegError
 # A BraTS case is 240 x 240 x 155 = 8.9 M voxels; a header declaring far more is either not
 # an MRI volume or a decompression bomb, and loading it would exhaust the server's memory.
 DEFAULT_MAX_VOXELS = 64_000_000
+# Memory follows what the images decode to, not the upload's size: a 744 kB gzip can hold a
+# 400 x 400 x 399 float64 volume (510 MB). A prediction's peak memory is a few times the
+# case's decoded size (BENCHMARKS.md), so a case may decode to at most this much; a BraTS
+# case (four 240 x 240 x 155 images, held as float32) is 143 MB.
+DEFAULT_MAX_CASE_BYTES = 500_000_000
 DEFAULT_MAX_MEMBERS = 64
 # Deflate cannot beat ~1030:1; real (already gzipped) NIfTI files in a zip are near 1:1 and
 # raw .nii files of skull-stripped MRI about 5-20:1. Only members above a megabyte are
@@ -60,12 +66,39 @@ class UploadError(BratsegError):
 # --------------------------------------------------------------------------- single files
 
 
+@dataclass(frozen=True)
+class NiftiHeader:
+    """What a NIfTI file's header says, read without loading the image."""
+
+    gzipped: bool
+    dims: tuple[int, ...]
+    bytes_per_voxel: int
+    """Bytes each voxel takes once loaded: the stored type's size, at least 4 (every image
+    is held as float32), 8 for scaled 32- or 64-bit data (nibabel scales in float64)."""
+
+    @property
+    def voxels(self) -> int:
+        return int(np.prod([max(d, 1) for d in self.dims], dtype=np.float64))
+
+    @property
+    def decoded_bytes(self) -> int:
+        """Memory the image takes once loaded."""
+        return self.voxels * self.bytes_per_voxel
+
+
 def sniff_nifti(path: Path) -> tuple[bool, tuple[int, ...]]:
     """``(gzipped, dims)`` of a NIfTI-1/2 file, judged by its bytes, not its name.
 
     Raises :class:`UploadError` (415) when the file is neither NIfTI nor gzipped NIfTI, and
     (400) when a gzipped file is cut off before the end of its header.
     """
+    header = read_nifti_header(path)
+    return header.gzipped, header.dims
+
+
+def read_nifti_header(path: Path) -> NiftiHeader:
+    """The :class:`NiftiHeader` of a NIfTI-1/2 file (plain or gzipped), from its first bytes;
+    raises :class:`UploadError` like :func:`sniff_nifti`."""
     path = Path(path)
     with open(path, "rb") as f:
         start = f.read(2)
@@ -79,41 +112,72 @@ def sniff_nifti(path: Path) -> tuple[bool, tuple[int, ...]]:
                 head = f.read(544)
     except (OSError, EOFError, zlib.error) as exc:
         raise UploadError(f"{path.name}: damaged or truncated gzip file ({exc})", 400) from None
-    dims = _nifti_dims(head)
-    if dims is None:
+    parsed = _parse_header(head)
+    if parsed is None:
         what = "a gzip file that does not hold a NIfTI image" if gzipped else "not a NIfTI file (.nii or .nii.gz)"
         raise UploadError(f"{path.name}: {what}", 415)
-    return gzipped, dims
+    dims, bytes_per_voxel = parsed
+    return NiftiHeader(gzipped, dims, bytes_per_voxel)
 
 
-def _nifti_dims(head: bytes) -> tuple[int, ...] | None:
-    """Image dimensions from a NIfTI-1 or NIfTI-2 header, or None if ``head`` is not one."""
+def _parse_header(head: bytes) -> tuple[tuple[int, ...], int] | None:
+    """(dims, bytes per loaded voxel) from a NIfTI-1 or NIfTI-2 header, or None if ``head``
+    is not one. Offsets are those of the NIfTI-1 and NIfTI-2 standards."""
     for endian in ("<", ">"):
         if len(head) >= 348 and head[344:348] in _NIFTI1_MAGICS:
             if int(np.frombuffer(head[0:4], dtype=f"{endian}i4")[0]) != 348:
                 continue
             dim = np.frombuffer(head[40:56], dtype=f"{endian}i2").astype(np.int64)
+            bitpix = int(np.frombuffer(head[72:74], dtype=f"{endian}i2")[0])
+            slope, inter = (float(v) for v in np.frombuffer(head[112:120], dtype=f"{endian}f4"))
         elif len(head) >= 540 and head[4:12] == _NIFTI2_MAGIC:
             if int(np.frombuffer(head[0:4], dtype=f"{endian}i4")[0]) != 540:
                 continue
             dim = np.frombuffer(head[16:80], dtype=f"{endian}i8")
+            bitpix = int(np.frombuffer(head[14:16], dtype=f"{endian}i2")[0])
+            slope, inter = (float(v) for v in np.frombuffer(head[176:192], dtype=f"{endian}f8"))
         else:
             return None
         ndim = int(dim[0])
         if not 1 <= ndim <= 7:
             continue  # wrong byte order gives an absurd dim[0]
-        return tuple(int(d) for d in dim[1 : ndim + 1])
+        return tuple(int(d) for d in dim[1 : ndim + 1]), _loaded_bytes(bitpix, slope, inter)
     return None
 
 
-def _check_size(path: Path, dims: tuple[int, ...], max_voxels: int) -> None:
-    voxels = int(np.prod([max(d, 1) for d in dims], dtype=np.float64))
+def _loaded_bytes(bitpix: int, slope: float, inter: float) -> int:
+    """Bytes per voxel once loaded, from the header's bits per voxel and scaling."""
+    stored = max(bitpix, 8) // 8
+    # nibabel applies a scaling (slope not 0/1/NaN, or an intercept) in float64 to 32/64-bit data.
+    scaled = (np.isfinite(slope) and slope not in (0.0, 1.0)) or (np.isfinite(inter) and inter != 0.0)
+    return max(stored, 8 if scaled and stored >= 4 else 4)
+
+
+def _check_size(path: Path, header: NiftiHeader, max_voxels: int) -> None:
+    voxels = header.voxels
     if voxels > max_voxels:
         raise UploadError(
-            f"{path.name}: the image declares {'x'.join(map(str, dims))} = {voxels:,} voxels, "
+            f"{path.name}: the image declares {'x'.join(map(str, header.dims))} = {voxels:,} voxels, "
             f"more than the {max_voxels:,} this server accepts",
             413,
         )
+
+
+def check_case_memory(headers: dict[Path, NiftiHeader], max_case_bytes: int) -> None:
+    """Refuse (413) a case whose images would take more than ``max_case_bytes`` once loaded,
+    before any of them is: the bound on memory per request, whatever the upload's size."""
+    total = sum(h.decoded_bytes for h in headers.values())
+    if total <= max_case_bytes:
+        return
+    parts = ", ".join(
+        f"{path.name} {'x'.join(map(str, h.dims))} x {h.bytes_per_voxel} B = {_mb(h.decoded_bytes)}"
+        for path, h in headers.items()
+    )
+    raise UploadError(
+        f"the case's images take {_mb(total)} once loaded ({parts}), more than the {_mb(max_case_bytes)} "
+        "this server accepts per case",
+        413,
+    )
 
 
 def case_from_uploads(
@@ -121,6 +185,7 @@ def case_from_uploads(
     case_id: str | None = None,
     workdir: Path | None = None,
     max_voxels: int = DEFAULT_MAX_VOXELS,
+    max_case_bytes: int = DEFAULT_MAX_CASE_BYTES,
 ) -> Case:
     """A :class:`Case` from already-saved uploads, keyed by modality.
 
@@ -132,7 +197,9 @@ def case_from_uploads(
     ``bratseg-<modality>-*`` folder beside the file).
 
     Raises :class:`UploadError`: 400 for an unknown or missing required modality or a
-    truncated gzip header, 413 for an absurdly large declared image, 415 for a non-NIfTI file.
+    truncated gzip header, 413 for an absurdly large declared image or images that would take
+    more than ``max_case_bytes`` once loaded (read from the headers, before loading), 415 for
+    a non-NIfTI file.
     """
     unknown = sorted(set(files) - set(MODALITIES))
     if unknown:
@@ -143,6 +210,7 @@ def case_from_uploads(
             f"no {' or '.join(m.upper() for m in missing)} image uploaded (required: FLAIR and T1ce)", 400
         )
     images: dict[str, Path] = {}
+    headers: dict[Path, NiftiHeader] = {}
     for modality in MODALITIES:
         path = files.get(modality)
         if path is None:
@@ -150,9 +218,10 @@ def case_from_uploads(
         path = Path(path)
         if not path.is_file():
             raise UploadError(f"{modality}: uploaded file {path.name} not found", 400)
-        gzipped, dims = sniff_nifti(path)
-        _check_size(path, dims, max_voxels)
-        images[modality] = _with_nifti_suffix(path, modality, gzipped, workdir)
+        header = headers[path] = read_nifti_header(path)
+        _check_size(path, header, max_voxels)
+        images[modality] = _with_nifti_suffix(path, modality, header.gzipped, workdir)
+    check_case_memory(headers, max_case_bytes)
     if case_id is None:
         case_id = safe_case_id(nifti_stem(files["flair"]) or Path(files["flair"]).stem)
     return Case.from_files(**images, case_id=case_id)
@@ -198,6 +267,7 @@ def case_from_zip(
     max_members: int = DEFAULT_MAX_MEMBERS,
     max_ratio: float = DEFAULT_MAX_RATIO,
     max_voxels: int = DEFAULT_MAX_VOXELS,
+    max_case_bytes: int = DEFAULT_MAX_CASE_BYTES,
 ) -> Case:
     """Extract a zipped case folder safely into a new folder under ``workdir`` and return the
     one case it holds (any naming :func:`~bratseg.data.layout.find_cases` knows, at any depth).
@@ -207,7 +277,8 @@ def case_from_zip(
     devices (400), more than ``max_members`` members (400), a declared or actual total size
     above ``max_uncompressed_bytes`` or a member compressed more than ``max_ratio`` : 1
     (413, a zip bomb), a member whose real size exceeds the size its header declares (400),
-    no case or several cases (400). Sizes are checked from the directory before extracting
+    no case or several cases (400), images over ``max_voxels`` or together over
+    ``max_case_bytes`` once loaded (413). Sizes are checked from the directory before extracting
     *and* counted while extracting, because the directory can lie.
     """
     zip_path, workdir = Path(zip_path), Path(workdir)
@@ -230,9 +301,10 @@ def case_from_zip(
         names = ", ".join(c.case_id for c in cases[:5])
         raise UploadError(f"{zip_path.name}: holds {len(cases)} cases ({names}); upload one case per request", 400)
     case = cases[0]
-    for path in case.images.values():
-        _gz, dims = sniff_nifti(path)
-        _check_size(path, dims, max_voxels)
+    headers = {path: read_nifti_header(path) for path in case.images.values()}
+    for path, header in headers.items():
+        _check_size(path, header, max_voxels)
+    check_case_memory(headers, max_case_bytes)
     return case
 
 
