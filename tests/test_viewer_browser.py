@@ -40,7 +40,6 @@ from PIL import Image  # noqa: E402
 from selenium.webdriver.chrome.service import Service  # noqa: E402
 from selenium.webdriver.common.action_chains import ActionChains  # noqa: E402
 from selenium.webdriver.common.by import By  # noqa: E402
-from selenium.webdriver.support.ui import WebDriverWait  # noqa: E402
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
 
@@ -91,7 +90,8 @@ def result(server: str, brats18_case: Path, tmp_path_factory) -> dict:
 
 
 @pytest.fixture(scope="module")
-def driver(tmp_path_factory) -> Iterator[webdriver.Chrome]:
+def driver(server: str, tmp_path_factory) -> Iterator[webdriver.Chrome]:
+    """Chromium, quit before the server closes (it holds connections open)."""
     browser, chromedriver = _find_browser()
     os.environ["SE_OFFLINE"] = "true"  # Selenium Manager must not fetch a browser
     options = webdriver.ChromeOptions()
@@ -141,11 +141,17 @@ def _coloured(image: np.ndarray, label: str) -> int:
     raise ValueError(label)
 
 
-def _wait(driver, condition, timeout: float, what: str):
-    try:
-        return WebDriverWait(driver, timeout, poll_frequency=0.5).until(lambda d: condition(d))
-    except Exception:
-        pytest.fail(f"viewer: {what} within {timeout:.0f} s; state {json.dumps(_state(driver))[:800]}")
+def _wait(driver, value, accept, timeout: float, what: str):
+    """Poll ``value(driver)`` until ``accept`` takes it (page and canvas redraw slowly in
+    software); return it, or fail with the viewer's state."""
+    deadline = time.monotonic() + timeout
+    while True:
+        got = value(driver)
+        if got is not None and accept(got):
+            return got
+        if time.monotonic() > deadline:
+            pytest.fail(f"viewer: {what} within {timeout:.0f} s; state {json.dumps(_state(driver))[:800]}")
+        time.sleep(0.5)
 
 
 def _save(driver, name: str) -> Path:
@@ -157,7 +163,7 @@ def _save(driver, name: str) -> Path:
 
 def test_viewer_loads_draws_toggles_and_reads_voxels(driver, result: dict):
     driver.get(result["url"])
-    state = _wait(driver, lambda d: (s := _state(d)) and (s["loaded"] or s["error"]) and s, LOAD_TIMEOUT_S, "no load")
+    state = _wait(driver, _state, lambda s: s["loaded"] or s["error"], LOAD_TIMEOUT_S, "not loaded")
     assert state["error"] is None, state["error"]
 
     # NiiVue holds the scan and the label map, with the very voxels the server wrote.
@@ -172,7 +178,7 @@ def test_viewer_loads_draws_toggles_and_reads_voxels(driver, result: dict):
     assert "Confidence" in driver.find_element(By.ID, "confidence").text
 
     # The canvas is not blank: anatomy in grey, the tumour in the label colours.
-    image = _wait(driver, lambda d: (im := _canvas(d)).std() > 10 and im, REDRAW_TIMEOUT_S, "blank canvas")
+    image = _wait(driver, _canvas, lambda im: im.std() > 10, REDRAW_TIMEOUT_S, "blank canvas")
     assert (image.sum(axis=2) > 60).mean() > 0.05
     edema_before, necrotic_before = _coloured(image, "edema"), _coloured(image, "necrotic")
     assert edema_before > 50 and necrotic_before > 50, (edema_before, necrotic_before)
@@ -182,10 +188,7 @@ def test_viewer_loads_draws_toggles_and_reads_voxels(driver, result: dict):
     driver.find_element(By.ID, "region-2").click()
     assert _state(driver)["regions"]["2"] is False
     image = _wait(
-        driver,
-        lambda d: _coloured(im := _canvas(d), "edema") < edema_before * 0.2 and im,
-        REDRAW_TIMEOUT_S,
-        "edema still drawn",
+        driver, _canvas, lambda im: _coloured(im, "edema") < edema_before * 0.2, REDRAW_TIMEOUT_S, "edema drawn"
     )
     assert _coloured(image, "necrotic") > necrotic_before * 0.5
     driver.find_element(By.ID, "region-2").click()  # and back
@@ -199,7 +202,7 @@ def test_viewer_loads_draws_toggles_and_reads_voxels(driver, result: dict):
     for dx, dy in ((-20, 10), (25, -15)):  # pixels from the canvas centre: inside the brain
         before = _state(driver)["locationEvents"]
         ActionChains(driver).move_to_element_with_offset(canvas, dx, dy).click().perform()
-        state = _wait(driver, lambda d, b=before: _state(d)["locationEvents"] > b and _state(d), 60, "no readout")
+        state = _wait(driver, _state, lambda s, b=before: s["locationEvents"] > b, 60, "no readout")
         readouts.append((state["readout"], driver.find_element(By.ID, "readout").text))
     (first, first_text), (second, second_text) = readouts
     assert first["vox"] != second["vox"] and first_text != second_text
@@ -212,7 +215,7 @@ def test_viewer_loads_draws_toggles_and_reads_voxels(driver, result: dict):
 
     # The uncertainty map as a third, optional overlay.
     driver.find_element(By.ID, "uncertainty").click()
-    state = _wait(driver, lambda d: (s := _state(d))["uncertaintyShown"] and s, REDRAW_TIMEOUT_S, "no uncertainty")
+    state = _wait(driver, _state, lambda s: s["uncertaintyShown"], REDRAW_TIMEOUT_S, "no uncertainty map")
     assert [v["name"] for v in state["volumes"]][-1] == "uncertainty.nii.gz"
     _save(driver, "viewer-uncertainty.png")
     driver.find_element(By.ID, "uncertainty").click()
@@ -221,7 +224,7 @@ def test_viewer_loads_draws_toggles_and_reads_voxels(driver, result: dict):
     driver.find_element(By.CSS_SELECTOR, "#layouts button[data-layout=multiplanar3d]").click()
     assert _state(driver)["layout"] == "multiplanar3d"
     time.sleep(1)
-    image = _wait(driver, lambda d: (im := _canvas(d)).std() > 10 and im, REDRAW_TIMEOUT_S, "blank 3-D canvas")
+    image = _wait(driver, _canvas, lambda im: im.std() > 10, REDRAW_TIMEOUT_S, "blank 3-D canvas")
     assert (image.sum(axis=2) > 60).mean() > 0.05
     _save(driver, "viewer-3d.png")
     if target := os.environ.get(SCREENSHOT_ENV):

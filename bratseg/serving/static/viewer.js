@@ -192,6 +192,26 @@
     return { counts, centre: n ? [sx / n, sy / n, sz / n].map(Math.round) : null };
   }
 
+  function det3(q) {
+    return (
+      q[0][0] * (q[1][1] * q[2][2] - q[1][2] * q[2][1]) -
+      q[0][1] * (q[1][0] * q[2][2] - q[1][2] * q[2][0]) +
+      q[0][2] * (q[1][0] * q[2][1] - q[1][1] * q[2][0])
+    );
+  }
+
+  function mmToVoxel(volume, mm) {
+    // The file's own voxel indices (as nibabel's data[x, y, z]) of a world position, by
+    // Cramer's rule on its affine: NiiVue's own voxel coordinates are those of the volume
+    // reordered to RAS.
+    const a = volume.hdr.affine;
+    const m = [0, 1, 2].map((r) => [a[r][0], a[r][1], a[r][2]]);
+    const d = [0, 1, 2].map((r) => mm[r] - a[r][3]);
+    const det = det3(m);
+    const withColumn = (c) => m.map((row, r) => row.map((v, k) => (k === c ? d[r] : v)));
+    return [0, 1, 2].map((c) => Math.round(det3(withColumn(c)) / det));
+  }
+
   function voxelToMM(volume, vox) {
     // The file's own voxel indices through its affine (NiiVue's fractions are RAS-ordered).
     const a = volume.hdr.affine;
@@ -218,7 +238,7 @@
     const scan = values[0];
     const labels = values[1];
     const uncertainty = values[2];
-    const vox = Array.from(scan && scan.vox ? scan.vox : location.vox).map(Math.round);
+    const vox = mmToVoxel(nv.volumes[0], location.mm);
     const label = labels ? Math.round(labels.value) : 0;
     state.readout = {
       vox,
