@@ -2,8 +2,10 @@
 
 Serves on 127.0.0.1:7860 by default; ``BRATSEG_HOST`` / ``BRATSEG_PORT`` set the defaults,
 command-line flags override them. The model (by default the one shipped in bratseg) is
-loaded once, before the page is served. Nothing is fetched from the network: analytics and
-version checks are off and the page's assets come from the local Gradio install.
+loaded once, before the page is served. Uploads and outputs stay in a private folder of
+the process (inside ``GRADIO_TEMP_DIR`` when set), removed on exit and on SIGTERM. Nothing
+is fetched from the network: analytics and version checks are off and the page's assets
+come from the local Gradio install; the 3-D viewer's NiiVue is vendored in bratseg.
 """
 
 from __future__ import annotations
@@ -47,6 +49,12 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s: %(message)s")
     logging.getLogger("httpx").setLevel(logging.WARNING)  # one line per HTTP request is noise
+    from bratseg.serving.demo_files import private_cache
+
+    # Uploads are patient data: keep them in a folder of this process, removed at exit,
+    # chosen before Gradio is imported (it reads GRADIO_TEMP_DIR then).
+    cache = private_cache()
+    logging.getLogger("bratseg.gradio").info("uploads and outputs in %s (removed at exit)", cache)
     from bratseg.errors import BratsegError
     from bratseg.serving.gradio_app import build_demo, launch
     from bratseg.serving.service import InferenceService
@@ -57,9 +65,14 @@ def main(argv: list[str] | None = None) -> int:
         print(f"app.py: error: cannot load the model: {exc}", file=sys.stderr)
         return 2
     demo = build_demo(service, concurrency=args.concurrency)
-    # SIGTERM (docker stop, systemd, a test tearing down) would end the process without
-    # running atexit, leaving the demo's temp folders behind; exit normally instead.
-    signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
+
+    def stop(*_: object) -> None:
+        # SIGTERM (docker stop, systemd, a test tearing down) would end the process without
+        # running atexit, leaving uploads behind: stop the server, then exit normally.
+        demo.close()
+        sys.exit(0)
+
+    signal.signal(signal.SIGTERM, stop)
     launch(demo, host=args.host, port=args.port, max_upload_mb=args.max_upload_mb)
     return 0
 

@@ -2,7 +2,8 @@
 
 Launches ``app.py`` (port from ``--port``, host from ``BRATSEG_HOST``), uploads a real case's
 FLAIR and T1ce through the page's file inputs, segments it, picks a region, moves the slice
-slider and checks what the page shows. Saves a screenshot to ``tests/artifacts/``; with
+slider and checks what the page shows, and that the embedded viewer's page runs in its
+iframe (software WebGL2). Saves a screenshot to ``tests/artifacts/``; with
 ``BRATSEG_DEMO_SCREENSHOT=PATH`` also to PATH (the README's ``docs/demo.png``)::
 
     BRATSEG_DEMO_SCREENSHOT=docs/demo.png pytest tests/test_browser.py -m browser
@@ -87,6 +88,8 @@ def driver(tmp_path) -> Iterator[webdriver.Chrome]:
         "--disable-component-update",
         "--disable-sync",
         "--no-first-run",
+        "--use-angle=swiftshader",  # software WebGL2 for the embedded NiiVue viewer
+        "--enable-unsafe-swiftshader",
         "--window-size=1400,1000",
         f"--user-data-dir={tempfile.mkdtemp(dir=tmp_path, prefix='chromium-')}",
     ):
@@ -193,6 +196,23 @@ def test_upload_segment_pick_region_and_move_slider(app: AppProcess, driver, bra
 
     status = _text(driver, "status")
     assert "Error" not in status and "Traceback" not in status
+    assert "Confidence:" in _text(driver, "confidence")
+    assert driver.find_element(By.CSS_SELECTOR, "#report").is_enabled()
+
+    # The interactive viewer: the Flask page in an iframe, its script running (gr.HTML alone
+    # would not run one), NiiVue attached to its canvas.
+    frame = driver.find_element(By.CSS_SELECTOR, "#viewer iframe#viewer-frame")
+    assert "/bratseg/viewer/" in frame.get_attribute("src")
+    driver.execute_script("arguments[0].scrollIntoView()", frame)
+    driver.switch_to.frame(frame)
+    try:
+        WebDriverWait(driver, UI_TIMEOUT_S).until(
+            lambda d: d.execute_script("return window.bratsegViewer && window.bratsegViewer.renderer")
+        )
+        assert driver.execute_script("return window.bratsegViewer.error") is None
+        assert driver.find_element(By.ID, "case-name").text == brats18_case.name
+    finally:
+        driver.switch_to.default_content()
     assert _requested_hosts(driver) <= LOCAL_HOSTS, "the page fetched something from the network"
 
     _screenshot(driver, ARTIFACTS / "browser-demo.png")

@@ -16,6 +16,7 @@ import subprocess
 import sys
 import threading
 import time
+import urllib.error
 import urllib.request
 import zipfile
 from collections.abc import Iterator
@@ -152,7 +153,7 @@ def segmented(client: Client, app: AppProcess, brats18_case: Path) -> dict:
     result = call(
         client, handle_file(flair), handle_file(t1ce), None, None, None, "all_the_tumor", "axial", api_name="/segment"
     )
-    overlay, legend, slider, volumes, download, seconds, status = result
+    overlay, legend, slider, volumes, download, seconds, status, viewer, confidence, report = result
     return {
         "overlay": overlay,
         "legend": legend,
@@ -161,6 +162,9 @@ def segmented(client: Client, app: AppProcess, brats18_case: Path) -> dict:
         "download": download,
         "seconds": seconds,
         "status": status,
+        "viewer": viewer,
+        "confidence": confidence,
+        "report": report,
         "flair": flair,
         "predictions_before": before,
     }
@@ -213,6 +217,46 @@ def test_segment_real_case(segmented: dict, app: AppProcess, brats18_case: Path)
     assert segmented["seconds"] > 0
     assert brats18_case.name in segmented["status"]
     assert "synthetic" not in segmented["status"].lower()
+
+
+def test_viewer_is_embedded_and_served_by_the_demo(segmented: dict, app: AppProcess, brats18_case: Path):
+    """gr.HTML runs no scripts, so the viewer is the Flask page in an iframe, served by the
+    demo's own server (one port, offline), with the files of this very prediction."""
+    src = re.search(r'<iframe id="viewer-frame" src="([^"]+)"', segmented["viewer"])[1]
+    assert re.fullmatch(r"bratseg/viewer/[A-Za-z0-9_-]{22}", src)  # relative: works behind a proxy path
+    with urllib.request.urlopen(app.url + src, timeout=30) as response:
+        page = response.read().decode()
+        assert "script-src 'self'" in response.headers["Content-Security-Policy"]
+    assert "/bratseg/static/niivue/niivue.umd.js" in page and brats18_case.name in page
+    key = src.rsplit("/", 1)[1]
+    with urllib.request.urlopen(f"{app.url}bratseg/api/result/{key}/labels.nii.gz", timeout=30) as response:
+        served = np.asarray(nib.Nifti1Image.from_bytes(gzip.decompress(response.read())).dataobj)
+    np.testing.assert_array_equal(served, np.asarray(nib.load(segmented["download"]).dataobj))
+    with urllib.request.urlopen(f"{app.url}bratseg/api/result/{key}/flair.nii.gz", timeout=30) as response:
+        assert response.read() == segmented["flair"].read_bytes()
+    with pytest.raises(urllib.error.HTTPError) as err:
+        urllib.request.urlopen(f"{app.url}bratseg/api/result/{key}/../../app.py", timeout=30)
+    assert err.value.code == 404
+
+
+def test_confidence_flag_and_report_download(segmented: dict, brats18_case: Path):
+    from pypdf import PdfReader
+
+    confidence = segmented["confidence"]
+    score = float(re.search(r"\*\*Confidence:\*\* ([0-9.]+)", confidence)[1])
+    assert 0.0 <= score <= 1.0
+    assert ("low confidence: review carefully" in confidence) == (score < _threshold())
+    report = segmented["report"]
+    path = report["value"] if isinstance(report, dict) else report
+    assert Path(path).name == f"{brats18_case.name}_report.pdf"
+    reader = PdfReader(path)
+    assert brats18_case.name in reader.pages[0].extract_text()
+
+
+def _threshold() -> float:
+    from bratseg.inference.confidence import LOW_CONFIDENCE_THRESHOLD
+
+    return LOW_CONFIDENCE_THRESHOLD
 
 
 def test_region_and_slice_changes_rerender_without_predicting(segmented: dict, client: Client, app: AppProcess):
@@ -270,6 +314,51 @@ def bad_inputs(tmp_path_factory, brats18_case: Path) -> dict[str, Path]:
     with zipfile.ZipFile(files["zip_without_t1ce"], "w") as z:
         z.write(files["good"], "CASE_1/CASE_1_flair.nii.gz")
     return files
+
+
+def _write_odd(path: Path, data: np.ndarray, affine: np.ndarray) -> Path:
+    img = nib.Nifti1Image(data, np.eye(4))
+    img.set_qform(None, code=0)  # a degenerate matrix has no quaternion form: sform only
+    img.set_sform(affine, code=1)
+    nib.save(img, str(path))
+    return path
+
+
+ODD_GEOMETRY = {
+    "singular affine": (slice(None), np.zeros((4, 4))),
+    "rank-2 affine": (slice(None), np.diag([1.0, 1.0, 0.0, 1.0])),
+    "one axial slice": (slice(7, 8), np.eye(4)),
+}
+
+
+@pytest.mark.parametrize("kind", list(ODD_GEOMETRY))
+def test_odd_geometry_gets_a_clear_message(client: Client, app: AppProcess, bad_inputs, tmp_path: Path, kind):
+    """Refused with the file named, or segmented and drawn: never Gradio's bare "Error"."""
+    axial, affine = ODD_GEOMETRY[kind]
+    good = np.asarray(nib.load(bad_inputs["good"]).dataobj)[:, :, axial]
+    flair = _write_odd(tmp_path / "odd_flair.nii.gz", good, affine)
+    t1ce = _write_odd(tmp_path / "odd_t1ce.nii.gz", good, affine)
+    try:
+        result = call(
+            client, handle_file(flair), handle_file(t1ce), None, None, None, "EDEMA", "axial", api_name="/segment"
+        )
+    except AppError as exc:
+        text = str(exc)
+        assert re.search(r"odd_(flair|t1ce)\.nii\.gz: ", text), text
+        assert "Traceback" not in text and "has raised an exception" not in text
+    else:
+        assert Path(result[0]).is_file() and result[2]["maximum"] > result[2]["minimum"]
+    assert app.process.poll() is None
+
+
+def test_a_one_slice_view_gets_a_fixed_slider():
+    """A slider from 0 to 0 breaks Gradio's page: one slice gets a fixed, valid one."""
+    from bratseg.serving.demo_parts import slider
+
+    one = slider("axial", 1, 0)
+    assert one.minimum < one.maximum and one.value == 0 and one.interactive is False
+    many = slider("coronal", 240, 100)
+    assert (many.minimum, many.maximum, many.value, many.interactive) == (0, 239, 100, True)
 
 
 # (label, flair, t1ce, zip, pattern the message must match)
@@ -356,7 +445,7 @@ def test_rerendering_never_calls_the_service(tmp_path, monkeypatch):
             api_name="/segment",
         )
         assert service.calls == 1
-        assert "synthetic" in result[-1].lower()
+        assert "synthetic" in result[6].lower()  # the status line
         images = [result[0]]
         for region in ("NECROTIC/CORE", "enhancing tumour", "tumour core"):
             images.append(call(client, region, "axial", 20, api_name="/render")[0])
@@ -390,7 +479,8 @@ def test_region_choices_are_the_original_four_then_the_brats_regions():
 def test_session_keeps_labels_and_flair_only(tmp_path):
     from bratseg.data.io import load_case
     from bratseg.inference.predictor import Prediction
-    from bratseg.serving.gradio_app import _slim, volumes_table
+    from bratseg.serving.demo_parts import slim as _slim
+    from bratseg.serving.demo_parts import volumes_table
     from bratseg.synthetic import write_synthetic_case
 
     volumes = load_case(write_synthetic_case(tmp_path / "SYNTHETIC_SLIM", shape=(32, 32, 16)), with_label=False)
@@ -434,3 +524,48 @@ def test_host_and_port_come_from_env_and_flags_override_them(monkeypatch):
     assert (args.host, args.port) == ("0.0.0.0", 9001)
     args = launcher.parse_args(["--host", "127.0.0.2", "--port", "9002", "--model", "some/model"])
     assert (args.host, args.port, args.model) == ("127.0.0.2", 9002, Path("some/model"))
+
+
+# ------------------------------------------------------------------ uploads are patient data
+
+
+def test_uploads_and_outputs_go_with_the_process_on_sigterm(tmp_path: Path, bad_inputs):
+    """Uploads land in a folder of this process inside GRADIO_TEMP_DIR; SIGTERM removes it."""
+    with running_app(tmp_path / "run") as running:
+        client = Client(running.url, download_files=str(tmp_path / "dl"), verbose=False)
+        with pytest.raises(AppError):  # a text file: refused, but uploaded first
+            call(
+                client,
+                handle_file(bad_inputs["text"]),
+                handle_file(bad_inputs["good_t1ce"]),
+                None,
+                None,
+                None,
+                "EDEMA",
+                "axial",
+                api_name="/segment",
+            )
+        call(client, api_name="/load_example")  # writes the synthetic example into it too
+        gradio_dir = tmp_path / "run" / "gradio"
+        (private,) = [p for p in gradio_dir.iterdir() if p.name.startswith(f"bratseg-demo-{running.process.pid}-")]
+        uploaded = {p.name for p in private.rglob("*") if p.is_file()}
+        assert {"notes_flair.nii.gz", "good_t1ce.nii.gz", "SYNTHETIC_EXAMPLE_flair.nii.gz"} <= uploaded
+        running.process.terminate()  # SIGTERM
+        assert running.process.wait(timeout=60) == 0
+    assert not private.exists()
+    assert not [p for p in (tmp_path / "run").rglob("*.nii.gz")], "a scan outlived the demo"
+
+
+def test_output_folder_prunes_files_older_than_its_age(tmp_path: Path, monkeypatch):
+    import bratseg.serving.demo_files as demo_files
+
+    monkeypatch.setattr(demo_files, "_cache", None)
+    monkeypatch.setenv("GRADIO_TEMP_DIR", str(tmp_path))
+    outputs = demo_files.OutputFolder(max_age=0.5)
+    first = outputs.new_file("a_seg.nii.gz")
+    first.write_bytes(b"x")
+    assert first.is_relative_to(demo_files.private_cache()) and demo_files.private_cache().parent == tmp_path
+    time.sleep(1.0)
+    second = outputs.new_file("b_seg.nii.gz")
+    assert not first.parent.exists() and second.parent.is_dir()
+    monkeypatch.setattr(demo_files, "_cache", None)

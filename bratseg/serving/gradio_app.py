@@ -8,10 +8,17 @@ The model runs only in the ``segment`` event. Its :class:`~bratseg.inference.pre
 is kept in the visitor's session (``gr.State``), so choosing another region, view or slice
 only re-renders a picture (the ``render`` and ``view`` events), which takes milliseconds.
 
+The interactive viewer is the Flask app's (:mod:`bratseg.serving.viewer`), mounted in the
+demo's own server under ``/bratseg`` and embedded in an iframe (``gr.HTML`` runs no
+scripts, an iframe's page does); its files come from the demo's
+:class:`~bratseg.serving.results.ResultStore`. Uploads and outputs stay in a private
+folder of the process (:mod:`bratseg.serving.demo_files`), removed at exit.
+
 API endpoints (for ``gradio_client``; the session's prediction is implicit):
 
 * ``/segment`` (flair, t1ce, t1, t2, zip, region, view) -> overlay, legend, slice, volumes,
-  segmentation file, seconds, status
+  segmentation file, seconds, status, viewer (HTML of the embedded viewer), confidence
+  (Markdown: score, flag and warnings), report (PDF file)
 * ``/render`` (region, view, slice) -> overlay, legend
 * ``/view`` (region, view) -> overlay, legend, slice (moved to the view's best slice)
 * ``/load_example`` () -> flair, t1ce, t1, t2, zip, status (a synthetic case's files)
@@ -24,28 +31,34 @@ Example:
 
 from __future__ import annotations
 
-import atexit
 import logging
-import shutil
-import tempfile
-import threading
-import time
-import uuid
-from pathlib import Path
 from typing import Any, Protocol
 
 import gradio as gr
-import numpy as np
-import pandas as pd
 
-from bratseg.data.io import CaseVolumes
 from bratseg.data.layout import Case
 from bratseg.errors import BratsegError
 from bratseg.inference.predictor import Prediction
-from bratseg.inference.regions import ORIGINAL_PARTS, REGION_LABELS, resolve_region
-from bratseg.serving.render import AXES, best_slice, legend_html, render_overlay, slice_count
-from bratseg.serving.uploads import case_from_uploads, case_from_zip, request_workdir
-from bratseg.synthetic import write_synthetic_case
+from bratseg.inference.regions import ORIGINAL_PARTS
+from bratseg.serving.demo_files import private_cache
+from bratseg.serving.demo_parts import (
+    OUTPUTS,
+    VIEWER_MOUNT,
+    VOLUME_COLUMNS,
+    case_from_inputs,
+    confidence_markdown,
+    draw,
+    is_synthetic,
+    slice_range,
+    slider,
+    slim,
+    synthetic_example,
+    viewer_html,
+    volumes_table,
+)
+from bratseg.serving.render import AXES, legend_html
+from bratseg.serving.results import REPORT, Result, ResultStore, build_result
+from bratseg.serving.uploads import request_workdir
 
 log = logging.getLogger("bratseg.gradio")
 
@@ -57,12 +70,10 @@ REGION_CHOICES: list[tuple[str, str]] = [(f"{part} ({ORIGINAL_PARTS[part]})", pa
 ]
 DEFAULT_REGION = "all_the_tumor"
 DEFAULT_VIEW = "axial"
-VOLUME_COLUMNS = ["region", "volume (cm³)"]
 NIFTI_TYPES = [".nii", ".nii.gz"]
-SYNTHETIC_PREFIX = "SYNTHETIC"
-EXAMPLE_CASE_ID = "SYNTHETIC_EXAMPLE"
 DEFAULT_MAX_ZIP_BYTES = 2_000_000_000  # four float32 BraTS volumes are ~150 MB; room for big grids
-OUTPUT_MAX_AGE_S = 3600.0
+# Gradio's cache: every 10 minutes, files older than an hour go (uploads are patient data).
+DELETE_CACHE = (600, 3600)
 # A session's prediction holds its labels and FLAIR (~45 MB for a BraTS case); drop it when
 # the visitor has not segmented anything for this long, as Gradio keeps open tabs' state.
 STATE_TTL_S = 3600
@@ -90,124 +101,6 @@ class SegmentationService(Protocol):
 # ------------------------------------------------------------------------------ helpers
 
 
-class _OutputFolder:
-    """Where segmentations are written for download: one private temp folder per process.
-
-    Gradio copies each returned file into its own cache (cleaned by ``delete_cache``), so
-    our copy is only needed briefly; entries older than ``max_age`` seconds are pruned at
-    each write and the folder is removed when the process exits.
-    """
-
-    def __init__(self, max_age: float = OUTPUT_MAX_AGE_S):
-        self.max_age = max_age
-        self._root: Path | None = None
-        self._lock = threading.Lock()
-
-    def new_file(self, name: str) -> Path:
-        with self._lock:
-            if self._root is None:
-                self._root = Path(tempfile.mkdtemp(prefix="bratseg-gradio-out-"))
-                atexit.register(shutil.rmtree, self._root, True)
-            cutoff = time.time() - self.max_age
-            for entry in self._root.iterdir():
-                if entry.stat().st_mtime < cutoff:
-                    shutil.rmtree(entry, ignore_errors=True)
-            folder = self._root / uuid.uuid4().hex
-            folder.mkdir()
-        return folder / name
-
-
-_OUTPUTS = _OutputFolder()
-_EXAMPLE_LOCK = threading.Lock()
-_EXAMPLE: Case | None = None
-
-
-def synthetic_example() -> Case:
-    """The demo's example: a full-size synthetic case, generated on first use into a temp
-    folder (removed at exit) and reused afterwards. Its id starts with ``SYNTHETIC``."""
-    global _EXAMPLE
-    with _EXAMPLE_LOCK:
-        if _EXAMPLE is None or not all(p.is_file() for p in _EXAMPLE.images.values()):
-            root = Path(tempfile.mkdtemp(prefix="bratseg-example-"))
-            atexit.register(shutil.rmtree, root, True)
-            _EXAMPLE = write_synthetic_case(root / EXAMPLE_CASE_ID, seed=0)
-        return _EXAMPLE
-
-
-def is_synthetic(case_id: str) -> bool:
-    return case_id.upper().startswith(SYNTHETIC_PREFIX)
-
-
-def volumes_table(prediction: Prediction) -> pd.DataFrame:
-    """Region volumes in cm3, BraTS regions first."""
-    volumes = prediction.region_volumes()
-    return pd.DataFrame([(name, volumes[name]) for name in REGION_LABELS], columns=VOLUME_COLUMNS)
-
-
-def _slim(prediction: Prediction) -> Prediction:
-    """The prediction as kept in the session: labels plus the FLAIR the overlay is drawn on.
-
-    The other three input volumes (~110 MB for a BraTS case) are never drawn, and every
-    open browser tab holds one prediction, so they are dropped.
-    """
-    vols = prediction.volumes
-    slim = CaseVolumes(vols.case_id, {"flair": vols.images["flair"]}, vols.affine, vols.header)
-    return Prediction(prediction.labels, slim, prediction.seconds)
-
-
-def _draw(prediction: Prediction, region: str, view: str, index: int) -> tuple[np.ndarray, str]:
-    """Overlay and legend of one slice; bad arguments become a message for the user."""
-    try:
-        image = render_overlay(prediction.volumes, prediction.labels, region, axis=view, index=int(index))
-    except (KeyError, ValueError) as exc:
-        raise gr.Error(str(exc).strip("'\""), print_exception=False) from None
-    return image, legend_html(region)
-
-
-def _best(prediction: Prediction, region: str, view: str) -> tuple[int, int]:
-    """(number of slices, slice with the most of ``region``) along ``view``."""
-    vols = prediction.volumes
-    n = slice_count(vols.shape, view, vols.affine)
-    best = best_slice(
-        prediction.labels, view, region=resolve_region(region), affine=vols.affine, brain=vols.images["flair"] != 0
-    )
-    return n, best
-
-
-def _slider(view: str, n: int, value: int) -> gr.Slider:
-    return gr.Slider(
-        minimum=0, maximum=n - 1, value=value, step=1, label=f"{view.capitalize()} slice", interactive=True
-    )
-
-
-def _case_from_inputs(
-    flair: str | None,
-    t1ce: str | None,
-    t1: str | None,
-    t2: str | None,
-    zip_file: str | None,
-    workdir: Path,
-    max_zip_bytes: int,
-) -> Case:
-    nifti = {"flair": flair, "t1ce": t1ce, "t1": t1, "t2": t2}
-    given = {k: Path(v) for k, v in nifti.items() if v}
-    if zip_file and given:
-        raise gr.Error(
-            "Give either NIfTI files or one .zip, not both: clear the files or the zip.", print_exception=False
-        )
-    if zip_file:
-        return case_from_zip(Path(zip_file), workdir, max_zip_bytes)
-    if not given:
-        raise gr.Error(
-            "Upload the FLAIR and T1ce images (.nii or .nii.gz), or one .zip of a case folder, then press Segment.",
-            print_exception=False,
-        )
-    return case_from_uploads(given, workdir=workdir)
-
-
-# --------------------------------------------------------------------------------- demo
-
-
 def _nifti_box(label: str, elem_id: str) -> gr.File:
     return gr.File(label=label, file_types=NIFTI_TYPES, height=FILE_BOX, elem_id=elem_id)
 
@@ -217,6 +110,7 @@ def build_demo(
     concurrency: int = 2,
     max_queue: int = 16,
     max_zip_bytes: int = DEFAULT_MAX_ZIP_BYTES,
+    results: ResultStore | None = None,
 ) -> gr.Blocks:
     """The demo page, its events and its queue, around ``service`` (which loads the model).
 
@@ -227,7 +121,38 @@ def build_demo(
             re-rendering is cheap and allowed more.
         max_queue: requests allowed to wait; beyond it visitors are told the queue is full.
         max_zip_bytes: the most a zipped case may hold uncompressed.
+        results: where results are kept for the embedded viewer (default: a new store);
+            :func:`launch` serves the viewer from it.
     """
+    private_cache()  # before gr.Blocks: Gradio reads its cache folder when a Blocks is made
+    results = ResultStore() if results is None else results
+
+    def predict(flair, t1ce, t1, t2, zip_file) -> tuple[Prediction, Result, str, str]:
+        """Predict, keep the result for the viewer, write the downloads; every failure
+        becomes a message for the user."""
+        try:
+            with request_workdir() as workdir:
+                case = case_from_inputs(flair, t1ce, t1, t2, zip_file, workdir, max_zip_bytes)
+                prediction = service.segment(case)
+                # Read the scans the viewer shows while the request folder still holds them.
+                result = build_result(prediction, case.images, max_bytes=results.max_result_bytes)
+            key = results.put(result)
+            out = OUTPUTS.new_file(f"{prediction.volumes.case_id}_seg.nii.gz")
+            out.write_bytes(result.files["labels.nii.gz"].data)
+            return prediction, result, key, str(out)
+        except gr.Error:
+            raise
+        except BratsegError as exc:
+            # Bad input (or a busy or broken model): the message names the file and the problem.
+            log.info("refused input: %s", exc)
+            raise gr.Error(str(exc), print_exception=False) from None
+        except Exception as exc:
+            log.exception("segmentation failed")
+            raise gr.Error(
+                f"Unexpected error while segmenting this case ({type(exc).__name__}: {exc}); "
+                "the server log has the details.",
+                print_exception=False,
+            ) from None
 
     def segment(
         flair: str | None,
@@ -238,59 +163,57 @@ def build_demo(
         region: str,
         view: str,
     ) -> tuple[Any, ...]:
-        try:
-            with request_workdir() as workdir:
-                case = _case_from_inputs(flair, t1ce, t1, t2, zip_file, workdir, max_zip_bytes)
-                # The prediction holds the volumes in memory, so the request folder can go.
-                prediction = service.segment(case)
-            out = _OUTPUTS.new_file(f"{prediction.volumes.case_id}_seg.nii.gz")
-            prediction.save(out)
-        except gr.Error:
-            raise
-        except BratsegError as exc:
-            # Bad input (or a busy or broken model): the message names the file and the problem.
-            log.info("refused input: %s", exc)
-            raise gr.Error(str(exc), print_exception=False) from None
-        except Exception:
-            log.exception("segmentation failed")
-            raise gr.Error(
-                "Unexpected error while segmenting this case; the server log has the details.", print_exception=False
-            ) from None
+        prediction, result, key, labels_file = predict(flair, t1ce, t1, t2, zip_file)
         vols = prediction.volumes
         log.info("segmented %s %s in %.2f s", vols.case_id, "x".join(map(str, vols.shape)), prediction.seconds)
-        prediction = _slim(prediction)
-        n, best = _best(prediction, region, view)
-        image, legend = _draw(prediction, region, view, best)
+        prediction = slim(prediction)
+        try:
+            n, best = slice_range(prediction, region, view)
+        except Exception as exc:
+            log.exception("choosing a slice of %s failed", vols.case_id)
+            raise gr.Error(f"Could not choose a slice of {vols.case_id}: {exc}", print_exception=False) from None
+        image, legend = draw(prediction, region, view, best)
         synthetic = " — a **synthetic** example, not a patient scan" if is_synthetic(vols.case_id) else ""
         spacing = " × ".join(f"{s:g}" for s in vols.spacing)
         status = (
             f"Segmented **{vols.case_id}**{synthetic}: {' × '.join(map(str, vols.shape))} voxels of "
             f"{spacing} mm, in {prediction.seconds:.1f} s."
         )
+        report = None
+        if REPORT in result.files:
+            report = OUTPUTS.new_file(result.files[REPORT].download_name)
+            report.write_bytes(result.files[REPORT].data)
         return (
             prediction,
             image,
             legend,
-            _slider(view, n, best),
+            slider(view, n, best),
             volumes_table(prediction),
-            str(out),
+            labels_file,
             round(prediction.seconds, 2),
             status,
+            viewer_html(key),
+            confidence_markdown(result),
+            gr.DownloadButton(value=None if report is None else str(report), interactive=report is not None),
         )
 
     def render(prediction: Prediction | None, region: str, view: str, index: float) -> tuple[Any, Any]:
         if prediction is None:  # nothing segmented yet, or the session's prediction expired
             gr.Warning(NO_PREDICTION)
             return gr.skip(), legend_html(region)
-        return _draw(prediction, region, view, int(index))
+        return draw(prediction, region, view, int(index))
 
     def change_view(prediction: Prediction | None, region: str, view: str) -> tuple[Any, Any, Any]:
         if prediction is None:
             gr.Warning(NO_PREDICTION)
             return gr.skip(), gr.skip(), gr.skip()
-        n, best = _best(prediction, region, view)
-        image, legend = _draw(prediction, region, view, best)
-        return image, legend, _slider(view, n, best)
+        try:
+            n, best = slice_range(prediction, region, view)
+        except Exception as exc:
+            log.exception("choosing a slice failed")
+            raise gr.Error(f"Could not choose a {view} slice: {exc}", print_exception=False) from None
+        image, legend = draw(prediction, region, view, best)
+        return image, legend, slider(view, n, best)
 
     def load_example() -> tuple[Any, ...]:
         case = synthetic_example()
@@ -299,7 +222,7 @@ def build_demo(
         return (*files, None, status)
 
     with gr.Blocks(
-        title="bratseg: brain-tumour segmentation", analytics_enabled=False, delete_cache=(1800, 3600)
+        title="bratseg: brain-tumour segmentation", analytics_enabled=False, delete_cache=DELETE_CACHE
     ) as demo:
         gr.Markdown(
             "# bratseg: brain-tumour segmentation\n"
@@ -329,6 +252,7 @@ def build_demo(
                     segment_button = gr.Button("Segment", variant="primary", elem_id="segment")
                     example_button = gr.Button("Load synthetic example", elem_id="example")
                 status = gr.Markdown(elem_id="status")
+                confidence = gr.Markdown(elem_id="confidence")
                 with gr.Row():
                     seconds = gr.Number(label="Prediction time (s)", precision=2, interactive=False, elem_id="seconds")
                     download = gr.File(
@@ -340,6 +264,7 @@ def build_demo(
                 volumes = gr.Dataframe(
                     headers=VOLUME_COLUMNS, label="Region volumes", interactive=False, elem_id="volumes"
                 )
+                report = gr.DownloadButton("Download the PDF report", interactive=False, elem_id="report")
             with gr.Column(scale=1):
                 with gr.Row():
                     region = gr.Dropdown(REGION_CHOICES, value=DEFAULT_REGION, label="Region", elem_id="region")
@@ -357,11 +282,16 @@ def build_demo(
                     elem_id="overlay",
                 )
                 legend = gr.HTML(legend_html(DEFAULT_REGION), elem_id="legend")
+        with gr.Accordion("Interactive 3-D viewer: all regions, three planes and 3-D, uncertainty map", open=True):
+            viewer = gr.HTML(viewer_html(None), elem_id="viewer")
 
         segment_event = dict(
             fn=segment,
             inputs=[flair, t1ce, t1, t2, zip_file, region, view],
-            outputs=[prediction_state, overlay, legend, index, volumes, download, seconds, status],
+            outputs=[
+                prediction_state,
+                *(overlay, legend, index, volumes, download, seconds, status, viewer, confidence, report),
+            ],
         )
         segment_button.click(**segment_event, api_name="segment")
         example_button.click(
@@ -388,7 +318,19 @@ def build_demo(
             show_progress="hidden",
         )
     demo.queue(default_concurrency_limit=concurrency, max_size=max_queue)
+    demo.bratseg_results = results  # what launch() serves the viewer from
     return demo
+
+
+def viewer_routes(demo: gr.Blocks) -> list[Any]:
+    """The Flask viewer (:func:`~bratseg.serving.viewer.create_viewer_app`) on ``demo``'s
+    results, as a route to mount at :data:`VIEWER_MOUNT` of the demo's server."""
+    from a2wsgi import WSGIMiddleware
+    from starlette.routing import Mount
+
+    from bratseg.serving.viewer import create_viewer_app
+
+    return [Mount(VIEWER_MOUNT, app=WSGIMiddleware(create_viewer_app(demo.bratseg_results)))]
 
 
 def launch(
@@ -400,7 +342,9 @@ def launch(
     prevent_thread_lock: bool = False,
 ) -> None:
     """Serve ``demo`` locally with no network needs: no share link, no server-side
-    rendering (which wants Node), no MCP server, the theme's fonts served by Gradio itself."""
+    rendering (which wants Node), no MCP server, the theme's fonts served by Gradio itself;
+    the viewer is mounted at :data:`VIEWER_MOUNT` (routes given to the server before
+    Gradio's own, so they come first)."""
     demo.launch(
         server_name=host,
         server_port=port,
@@ -414,4 +358,5 @@ def launch(
         prevent_thread_lock=prevent_thread_lock,
         css=CSS,
         footer_links=["api", "settings"],
+        app_kwargs={"routes": viewer_routes(demo)},
     )
