@@ -20,11 +20,11 @@ from bratseg.errors import InvalidCaseError
 from bratseg.serving.uploads import (
     UploadError,
     case_from_uploads,
-    case_from_zip,
     request_workdir,
     resolve_under_root,
     sniff_nifti,
 )
+from bratseg.serving.zips import case_from_zip
 from bratseg.synthetic import write_synthetic_case
 
 

@@ -23,7 +23,8 @@ from bratseg.inference.regions import REGION_LABELS, resolve_region
 from bratseg.serving.demo_files import OutputFolder, private_cache
 from bratseg.serving.render import best_slice, legend_html, render_overlay, slice_count
 from bratseg.serving.results import Result
-from bratseg.serving.uploads import case_from_uploads, case_from_zip
+from bratseg.serving.uploads import case_from_uploads
+from bratseg.serving.zips import case_from_zip
 from bratseg.synthetic import write_synthetic_case
 
 log = logging.getLogger("bratseg.gradio")

@@ -20,7 +20,8 @@ from werkzeug.utils import secure_filename
 from bratseg.data.layout import MODALITIES, Case
 from bratseg.inference.regions import ORIGINAL_PARTS, REGION_LABELS, resolve_region
 from bratseg.serving.render import AXES, slice_count
-from bratseg.serving.uploads import UploadError, case_from_uploads, case_from_zip, resolve_under_root
+from bratseg.serving.uploads import UploadError, case_from_uploads, resolve_under_root
+from bratseg.serving.zips import case_from_zip
 
 # The original form's text fields, and the modality each names.
 PATH_FIELDS = {"flair_path": "flair", "ce_path": "t1ce", "t1_path": "t1", "t2_path": "t2"}
