@@ -10,12 +10,14 @@ from pydicom.uid import generate_uid
 
 from bratseg.data.layout import case_from_folder
 from bratseg.errors import InvalidCaseError
-from bratseg.native.dispatch import choose_path, dicom_inputs, holds_dicom, segment_any
+from bratseg.native.dispatch import choose_path, dicom_inputs, holds_dicom, route, segment_any, study_folders
 
 
 def test_brats_space_case_takes_the_fast_path(brats18_case: Path) -> None:
     assert choose_path(case_from_folder(brats18_case), "auto") == ("none", [])
     assert choose_path(case_from_folder(brats18_case), "native")[0] == "native"
+    assert route(brats18_case) == ("none", "BraTS grid")
+    assert route(brats18_case, "native")[0] == "native"
     assert not holds_dicom(brats18_case)
 
 
@@ -26,8 +28,10 @@ def test_native_case_takes_the_native_path_and_none_refuses(data_dir: Path) -> N
     case = case_from_folder(folder)
     path, reasons = choose_path(case, "auto")
     assert path == "native" and "differs from" in reasons[0]
+    assert route(case)[0] == "native"
     with pytest.raises(
-        InvalidCaseError, match=r"TCGA-FG-6692: not in BraTS space \(.*differs from.*--preprocess native"
+        InvalidCaseError,
+        match=r"TCGA-FG-6692: not in BraTS space \(.*_fla.nii.gz is 208x256x26 at 0.9x0.9x5.5 mm\); run with",
     ):
         segment_any(None, case, "none")  # refused before any model is needed
 
@@ -45,6 +49,9 @@ def test_dicom_study_inputs_name_their_series(data_dir: Path, tmp_path: Path) ->
             ds.SeriesInstanceUID, ds.SeriesNumber, ds.SeriesDescription = uid, number, description
             ds.save_as(study / f"s{number}" / path.name)
     assert holds_dicom(study)
+    assert route(study) == ("native", "DICOM input")
+    assert study_folders(study) == [study]  # one StudyInstanceUID: one study, two series
+    assert study_folders(data_dir / "dicom") == sorted(p for p in (data_dir / "dicom").iterdir() if p.is_dir())
     inputs = dicom_inputs(study)
     assert inputs.case_id == "study" and sorted(inputs.images) == ["flair", "t1ce"]
     assert inputs.notes == [
@@ -52,6 +59,7 @@ def test_dicom_study_inputs_name_their_series(data_dir: Path, tmp_path: Path) ->
         "t1ce: series 9 'AX T1 POST GAD' (SeriesDescription 'AX T1 POST GAD')",
     ]
     assert inputs.images["t1ce"].GetSize() == (256, 256, 4)
+    assert inputs.names["t1ce"] == "study series 9 'AX T1 POST GAD'"  # how errors name the series
     with pytest.raises(InvalidCaseError, match="no series recognised as T1CE .* name it with --t1ce"):
         dicom_inputs(study / "s7")
     with pytest.raises(InvalidCaseError, match="DICOM scans need the native preprocessing"):

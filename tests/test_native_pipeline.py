@@ -126,6 +126,11 @@ def test_labels_on_the_t1ce_grid(run, native_files) -> None:
     assert 2.0 < result.region_volumes()["whole tumour"] < 200.0
     brain = np.asanyarray(result.brain_mask.dataobj) > 0
     assert (tumour & ~brain).sum() <= 0.02 * tumour.sum()
+    # The sequences on the same grid, to draw the labels over: the T1ce is the input itself.
+    assert sorted(result.images) == sorted(SUFFIXES)
+    assert all(data.shape == labels.shape for data in result.images.values())
+    assert np.allclose(result.images["t1ce"], np.asanyarray(t1ce.dataobj), atol=1e-3)
+    assert result.to_nifti() is result.labels
 
 
 def test_steps_timings_and_intermediate_files(run) -> None:

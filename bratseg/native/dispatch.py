@@ -19,9 +19,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
 
+import numpy as np
+
 from bratseg.data.layout import Case, case_from_folder
-from bratseg.errors import InvalidCaseError
+from bratseg.errors import InvalidCaseError, UntrustworthyInputError
 from bratseg.native.reader import ScanSource
+from bratseg.native.space import BRATS_SHAPE
 
 Preprocess = Literal["auto", "native", "none"]
 PREPROCESS_CHOICES = ("auto", "native", "none")
@@ -35,6 +38,7 @@ class NativeInputs:
     case_id: str
     images: dict[str, ScanSource]
     notes: list[str] = field(default_factory=list)
+    names: dict[str, str] = field(default_factory=dict)
 
 
 def is_dicom_file(path: Path) -> bool:
@@ -73,7 +77,59 @@ def dicom_inputs(source: str | Path, overrides: dict[str, str | int] | None = No
                 source, f"no series recognised as {required.upper()} ({listed}); name it with --{required}"
             )
     name = source.stem if source.is_file() else source.name
-    return NativeInputs(name, {m: s.image for m, s in chosen.items()}, notes)
+    names = {m: f"{source.name} {s.label}" for m, s in chosen.items()}
+    return NativeInputs(name, {m: s.image for m, s in chosen.items()}, notes, names)
+
+
+def route(source: Case | str | Path, preprocess: Preprocess = "auto") -> tuple[Literal["none", "native"], str]:
+    """The path a case takes, from file headers alone (no voxel is read), and why: DICOM,
+    sequences on different grids, or a grid other than BraTS's 240 x 240 x 155 at 1 mm go
+    native; the rest takes the fast path, whose guards still check the voxels (skull,
+    background) and, under ``auto``, send a case they refuse on to the native path
+    (:func:`segment_any`)."""
+    if preprocess != "auto":
+        return preprocess, f"--preprocess {preprocess}"
+    if not isinstance(source, Case):
+        if holds_dicom(source):
+            return "native", "DICOM input"
+        source = case_from_folder(source)
+    grids = set()
+    for modality, path in source.images.items():
+        if path.is_dir() or path.suffix.lower() == ".zip":
+            return "native", f"{modality} is a DICOM series"
+        try:
+            import nibabel as nib
+
+            img = nib.load(str(path))
+        except Exception:  # unreadable: the fast path's reader names the problem
+            return "none", "unreadable header"
+        zooms = tuple(round(float(z), 2) for z in img.header.get_zooms()[:3])
+        grids.add((tuple(img.shape[:3]), zooms, tuple(np.round(img.affine, 2).ravel())))
+        if tuple(img.shape[:3]) != BRATS_SHAPE or any(abs(z - 1.0) > 0.05 for z in zooms):
+            return "native", f"{path.name} is {'x'.join(map(str, img.shape[:3]))} at {'x'.join(map(str, zooms))} mm"
+    if len(grids) > 1:
+        return "native", "the sequences lie on different grids"
+    return "none", "BraTS grid"
+
+
+def study_folders(root: str | Path) -> list[Path]:
+    """The DICOM studies below ``root``: ``root`` itself when all its DICOM files belong to one
+    study (StudyInstanceUID), else each subfolder that holds DICOM (a batch of studies)."""
+    import pydicom
+
+    root = Path(root)
+    studies = set()
+    for path in (p for p in root.rglob("*") if p.is_file() and is_dicom_file(p)):
+        studies.add(
+            str(
+                pydicom.dcmread(path, stop_before_pixels=True, specific_tags=["StudyInstanceUID"]).get(
+                    "StudyInstanceUID"
+                )
+            )
+        )
+        if len(studies) > 1:
+            return sorted(p for p in root.iterdir() if p.is_dir() and holds_dicom(p))
+    return [root] if studies else []
 
 
 def choose_path(case: Case, preprocess: Preprocess) -> tuple[Literal["none", "native"], list[str]]:
@@ -116,20 +172,30 @@ def segment_any(
             if log is not None:
                 log(note)
         return segment_native(
-            segmenter, inputs.images, keep_intermediate=keep_intermediate, log=log, case_id=inputs.case_id
+            segmenter,
+            inputs.images,
+            keep_intermediate=keep_intermediate,
+            log=log,
+            case_id=inputs.case_id,
+            names=inputs.names,
         )
     case = source if isinstance(source, Case) else case_from_folder(source)
-    path, reasons = choose_path(case, "auto" if preprocess == "none" else preprocess)
+    path, reason = route(case, "auto" if preprocess == "none" else preprocess)
     if preprocess == "none" and path == "native":
         raise InvalidCaseError(
             case.folder or case.case_id,
-            f"not in BraTS space ({'; '.join(reasons)}); run with --preprocess native (or auto) to register, "
-            "skull-strip and resample it first",
+            f"not in BraTS space ({reason}); run with --preprocess native (or auto) to register, skull-strip "
+            "and resample it first",
         )
     if path == "none":
-        return segmenter.segment(case)
-    if log is not None and reasons:
-        log(f"{case.case_id}: native preprocessing, since {'; '.join(reasons)}")
+        try:
+            return segmenter.segment(case)
+        except UntrustworthyInputError as exc:
+            if preprocess != "auto":
+                raise
+            reason = str(exc)  # a BraTS-sized grid with skull or background left: native after all
+    if log is not None:
+        log(f"native preprocessing: {reason}")
     return segment_native(
         segmenter, dict(case.images), keep_intermediate=keep_intermediate, log=log, case_id=case.case_id
     )

@@ -71,8 +71,11 @@ class NativePrediction:
     is the 4 x 4 matrix (RAS world coordinates, NiftyReg's convention) taking BraTS/atlas
     coordinates to the reference scan's, and ``t1ce_to_sequence`` holds, for every sequence,
     the matrix taking T1ce coordinates to that sequence's (the rigid co-registration).
-    ``timings`` are seconds per step, in order; ``steps`` say what each step did; ``warnings``
-    are one-line doubts (the guards' included).
+    ``images`` are the sequences co-registered onto the reference grid (float32 ``[x, y, z]``
+    arrays in the label map's voxel order), to show the labels over the patient's own scans.
+    ``timings`` are seconds per step, in order (``cpu_seconds`` the CPU time of this process in
+    each, all threads together: what a busy machine inflates least); ``steps`` say what each
+    step did; ``warnings`` are one-line doubts (the guards' included).
     """
 
     labels: nib.Nifti1Image
@@ -81,7 +84,9 @@ class NativePrediction:
     brain_mask: nib.Nifti1Image
     atlas_to_reference: np.ndarray
     t1ce_to_sequence: dict[str, np.ndarray] = field(default_factory=dict)
+    images: dict[str, np.ndarray] = field(default_factory=dict)
     timings: dict[str, float] = field(default_factory=dict)
+    cpu_seconds: dict[str, float] = field(default_factory=dict)
     steps: list[str] = field(default_factory=list)
     warnings: list[str] = field(default_factory=list)
 
@@ -93,6 +98,10 @@ class NativePrediction:
         """Volume of each tumour region in cm3, counted on the patient's grid."""
         labels = np.asanyarray(self.labels.dataobj)  # BraTS 2020 values, as region_volumes counts
         return region_volumes(labels, tuple(float(z) for z in self.labels.header.get_zooms()[:3]))
+
+    def to_nifti(self) -> nib.Nifti1Image:
+        """The label map on the reference grid (as :meth:`Prediction.to_nifti` on the fast path)."""
+        return self.labels
 
     def save(self, path: str | Path) -> Path:
         """Write the label map on the reference grid (atomically)."""
@@ -125,6 +134,7 @@ def segment_native(
     log: Callable[[str], None] | None = None,
     case_id: str | None = None,
     atlas_affine: bool = False,
+    names: Mapping[str, str] | None = None,
 ) -> NativePrediction:
     """Segment native scans (any grid, orientation and spacing, with skull) and return the label
     map on the grid of the ``reference`` sequence.
@@ -132,6 +142,7 @@ def segment_native(
     ``images`` maps modalities (``flair``, ``t1ce``, ``t1``, ``t2``; FLAIR and T1ce required)
     to NIfTI paths, DICOM series folders or zips, or images. ``keep_intermediate`` names a
     folder for every intermediate volume and transform; ``log`` receives one line per step.
+    ``names`` say how messages name images given in memory (a DICOM series, say), by modality.
     ``atlas_affine`` registers to the atlas with 12 degrees of freedom instead of 6: off by
     default, since BraTS (and the reference BrainLesion pipeline) register rigidly, keeping each
     brain's size, and the model was trained on such data.
@@ -151,6 +162,9 @@ def segment_native(
 
     with run.step("read") as say:
         scans = {m: read_scan(images[m], m) for m in MODALITIES if m in images}
+        for modality, name in (names or {}).items():
+            if modality in scans and scans[modality].path is None:
+                scans[modality].path = Path(name)
         for scan in scans.values():
             _refuse_if(scan, checks.slice_problem(scan.spacing))
             run.warn(scan, checks.slice_warnings(scan.spacing))
@@ -207,9 +221,10 @@ def segment_native(
     with run.step("back to the patient") as say:
         to_ref_grid = chain(to_t1ce[reference].GetInverse(), atlas_to_t1ce.GetInverse())  # ref point -> BraTS
         labels = _labels_on(ref, brats, to_ref_grid)
-        ref_mask = resample(
-            brain_mask, ref.image, to_t1ce[reference].GetInverse(), linear=False, pixel_type=sitk.sitkUInt8
-        )
+        ref_to_t1ce = to_t1ce[reference].GetInverse()
+        ref_mask = resample(brain_mask, ref.image, ref_to_t1ce, linear=False, pixel_type=sitk.sitkUInt8)
+        # Every sequence on the reference grid, for showing the labels over the patient's scans.
+        on_ref = {m: to_array(resample(s.image, ref.image, chain(ref_to_t1ce, to_t1ce[m]))) for m, s in scans.items()}
         say(f"region probabilities resampled onto {ref.name} ({_grid_text(ref)}) and thresholded at 0.5")
 
     atlas_to_reference = rigid_ras_matrix(chain(atlas_to_t1ce, to_t1ce[reference]))
@@ -220,7 +235,9 @@ def segment_native(
         brain_mask=_nifti_like(to_array(ref_mask), ref),
         atlas_to_reference=atlas_to_reference,
         t1ce_to_sequence={m: rigid_ras_matrix(t) for m, t in to_t1ce.items()},
+        images=on_ref,
         timings=run.timings,
+        cpu_seconds=run.cpu_seconds,
         steps=run.steps,
         warnings=run.warnings,
     )
@@ -314,6 +331,7 @@ class _Run:
     def __init__(self, log: Callable[[str], None] | None):
         self.log = log
         self.timings: dict[str, float] = {}
+        self.cpu_seconds: dict[str, float] = {}
         self.steps: list[str] = []
         self.warnings: list[str] = []
 
@@ -323,10 +341,11 @@ class _Run:
     @contextmanager
     def step(self, name: str) -> Iterator[Callable[[str], None]]:
         notes: list[str] = []
-        t0 = time.perf_counter()
+        t0, cpu0 = time.perf_counter(), time.process_time()
         yield notes.append
         seconds = time.perf_counter() - t0
         self.timings[name] = seconds
+        self.cpu_seconds[name] = time.process_time() - cpu0
         line = f"{name}: {'; '.join(notes)} ({seconds:.2f} s)" if notes else f"{name} ({seconds:.2f} s)"
         self.steps.append(line)
         if self.log is not None:
