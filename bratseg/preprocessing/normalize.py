@@ -19,7 +19,8 @@ BACKGROUND_MIN_BORDER_SHARE = 0.5
 
 def border_voxels(data: np.ndarray) -> np.ndarray:
     """The voxels on the faces of a volume, six for a 3-D one (edge voxels counted more than once)."""
-    faces = [np.take(data, end, axis=axis) for axis in range(data.ndim) for end in (0, -1)]
+    # Basic indexing (views), not np.take, which gathers through the whole array.
+    faces = [data[(slice(None),) * axis + (end,)] for axis in range(data.ndim) for end in (0, -1)]
     return np.concatenate([np.ravel(face) for face in faces])
 
 
