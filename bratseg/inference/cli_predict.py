@@ -71,13 +71,54 @@ def add_predict_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentPars
     p.add_argument("--batch-size", type=_positive_int, help="slices per forward pass")
     p.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N (default cpu; bf16 autocast on GPUs)")
     p.add_argument("--overwrite", action="store_true", help="redo cases whose label map exists (default: skip them)")
+    p.add_argument(
+        "--uncertainty",
+        action="store_true",
+        help="also write each case's per-voxel uncertainty map as <output name>_uncertainty.nii.gz",
+    )
+    p.add_argument(
+        "--figures", type=Path, metavar="DIR", help="also write each case's key-slice panel as DIR/<case>.png"
+    )
     p.add_argument("--quiet", "-q", action="store_true", help="no progress bar or per-case lines")
     return p
 
 
 def case_hooks(args: argparse.Namespace) -> list[CaseHook]:
     """The per-case extras the arguments ask for, run after each label map is written."""
-    return []
+    hooks: list[CaseHook] = []
+    if args.uncertainty:
+
+        def write_uncertainty(prediction: Prediction, label_map: Path) -> None:
+            from bratseg.inference.confidence import save_uncertainty
+
+            save_uncertainty(prediction, uncertainty_path(label_map))
+
+        hooks.append(write_uncertainty)
+    if args.figures is not None:
+
+        def write_figure(prediction: Prediction, label_map: Path) -> None:
+            from bratseg.reporting.figures import key_slice_panel
+
+            key_slice_panel(prediction, extra_targets(args, label_map)[-1])
+
+        hooks.append(write_figure)
+    return hooks
+
+
+def extra_targets(args: argparse.Namespace, label_map: Path) -> list[Path]:
+    """The files the per-case extras write beside ``label_map``'s."""
+    extras = []
+    if args.uncertainty:
+        extras.append(uncertainty_path(label_map))
+    if args.figures is not None:
+        extras.append(args.figures / f"{nifti_stem(label_map)}.png")
+    return extras
+
+
+def uncertainty_path(label_map: Path) -> Path:
+    """``seg.nii.gz`` -> ``seg_uncertainty.nii.gz`` (the suffix's letter case kept)."""
+    stem = nifti_stem(label_map) or label_map.name
+    return label_map.with_name(f"{stem}_uncertainty{label_map.name[len(stem) :]}")
 
 
 def _is_nifti_name(path: Path) -> bool:
@@ -188,6 +229,9 @@ def run_predict(args: argparse.Namespace) -> None:
     jobs, folder_mode = _plan(args)
     inputs = [f for job in jobs for f in outputs.input_files(job.source)]
     outputs.check_targets([job.target for job in jobs], inputs, overwrite=args.overwrite)
+    extras = [extra for job in jobs for extra in extra_targets(args, job.target)]
+    outputs.check_not_an_input(extras, inputs)
+    outputs.check_writable(extras)
 
     from bratseg.inference.distributed import join_world, shard
     from bratseg.inference.predictor import parse_device
@@ -213,6 +257,7 @@ def _predict_share(args: argparse.Namespace, jobs: list[Job], folder_mode: bool,
     from bratseg.data.io import save_nifti
     from bratseg.inference import outputs
     from bratseg.inference.batch import run_batch
+    from bratseg.inference.confidence import Confidence, assess
     from bratseg.inference.predictor import (
         DEFAULT_BATCH_SIZE,
         SHIPPED_MODEL,
@@ -233,6 +278,8 @@ def _predict_share(args: argparse.Namespace, jobs: list[Job], folder_mode: bool,
         status = "missing" if args.overwrite else "stale"
         if not args.overwrite:
             status = outputs.existing_status(job.target, outputs.input_shape(job.source), version, settings)
+            if status == "done" and not all(extra.exists() for extra in extra_targets(args, job.target)):
+                status = "stale"  # predicted before, but without an extra asked for now
         if status == "done":
             summary.skipped += 1
             if show:
@@ -276,9 +323,11 @@ def _predict_share(args: argparse.Namespace, jobs: list[Job], folder_mode: bool,
         return segmenter
 
     hooks = case_hooks(args)
+    confidences: dict[str, Confidence] = {}
 
     def write(job: Job, prediction: Prediction) -> None:
         segmenter = loaded[0]
+        confidences[job.name] = assess(prediction)
         record = outputs.CaseRecord(
             job.name,
             prediction.region_volumes(),
@@ -289,6 +338,7 @@ def _predict_share(args: argparse.Namespace, jobs: list[Job], folder_mode: bool,
             list(prediction.warnings),
             list(prediction.labels.shape),
             world.rank,
+            confidences[job.name].score,
         )
         try:
             save_nifti(outputs.attach_record(prediction.to_nifti(), record), job.target)
@@ -305,7 +355,7 @@ def _predict_share(args: argparse.Namespace, jobs: list[Job], folder_mode: bool,
             if show:
                 say(
                     f"{name}: {pred.seconds:.2f} s prediction, {outcome.wall_seconds:.2f} s with I/O; "
-                    f"{_volumes_line(pred.region_volumes())} -> {outcome.job.target}"
+                    f"{_volumes_line(pred.region_volumes())}; {confidences[name].describe()} -> {outcome.job.target}"
                 )
             for warning in pred.warnings:
                 say(f"{name}: warning: {warning}", error=True)

@@ -59,6 +59,7 @@ class CaseRecord:
     warnings: list[str] = field(default_factory=list)
     shape: list[int] = field(default_factory=list)
     rank: int = 0
+    confidence: float | None = None  # bratseg.inference.confidence's case score
 
     def to_json(self) -> bytes:
         return json.dumps({RECORD_KEY: {"format": RECORD_FORMAT, **asdict(self)}}).encode()
@@ -248,16 +249,32 @@ def _column(region: str) -> str:
 
 
 def table_header() -> list[str]:
-    return ["case", *(_column(r) for r in VOLUME_COLUMNS), "seconds", "model", "model_version", "warnings"]
+    return [
+        "case",
+        *(_column(r) for r in VOLUME_COLUMNS),
+        "seconds",
+        "confidence",
+        "low_confidence",
+        "model",
+        "model_version",
+        "warnings",
+    ]
 
 
 def write_volumes_table(path: Path, records: list[CaseRecord]) -> Path:
     """Write ``volumes.csv`` (one row per case, in the order given) atomically."""
+    from bratseg.inference.confidence import LOW_CONFIDENCE_THRESHOLD as threshold
+
     buffer = io.StringIO()
     writer = csv.writer(buffer, lineterminator="\n")
     writer.writerow(table_header())
     for r in records:
         volumes = [f"{r.volumes_cm3[v]:.3f}" if v in r.volumes_cm3 else "" for v in VOLUME_COLUMNS]
-        writer.writerow([r.case, *volumes, f"{r.seconds:.2f}", r.model, r.model_version, " | ".join(r.warnings)])
+        confidence = (
+            ["", ""] if r.confidence is None else [f"{r.confidence:.3f}", str(r.confidence < threshold).lower()]
+        )
+        writer.writerow(
+            [r.case, *volumes, f"{r.seconds:.2f}", *confidence, r.model, r.model_version, " | ".join(r.warnings)]
+        )
     atomic_write_bytes(path, lambda tmp: tmp.write_text(buffer.getvalue()))
     return path
