@@ -221,10 +221,15 @@ def _prediction(real: CaseVolumes, labels: np.ndarray) -> Prediction:
     return Prediction(labels.astype(np.uint8), real, 0.0)
 
 
-def test_tumour_filling_the_brain_is_refused(real: CaseVolumes) -> None:
+def test_tumour_filling_the_brain_is_flagged_or_refused(real: CaseVolumes) -> None:
+    """Flagged by default (an untrained model under test still returns its map); refused when
+    strict."""
     brain = brain_mask(real.images)
+    everything = _prediction(real, np.where(brain, 2, 0))
+    warnings = guards.check_result(everything)
+    assert len(warnings) == 1 and "the predicted tumour is 1523 cm3, 100% of the brain: not plausible" in warnings[0]
     with pytest.raises(UntrustworthyResultError, match=r"the predicted tumour is 1523 cm3, 100% of the brain"):
-        guards.check_result(_prediction(real, np.where(brain, 2, 0)))
+        guards.check_result(everything, strict=True)
 
 
 def test_large_tumour_and_enhancing_rim_are_flagged(real: CaseVolumes) -> None:
