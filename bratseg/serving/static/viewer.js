@@ -28,6 +28,7 @@
 
   const UNCERTAINTY_OPACITY = 0.8;
   const LABELS_NAME = "labels.nii.gz";
+  const LOW_CONFIDENCE = "low confidence: review carefully";
   const manifest = JSON.parse(document.getElementById("bratseg-manifest").textContent);
   const $ = (id) => document.getElementById(id);
   const statusLine = $("status");
@@ -70,7 +71,7 @@
       if (conf.low) {
         const flag = document.createElement("span");
         flag.className = "low";
-        flag.textContent = " · low confidence: review carefully";
+        flag.textContent = ` · ${LOW_CONFIDENCE}`;
         box.appendChild(flag);
       }
     } else {
@@ -78,6 +79,7 @@
     }
     const list = $("warnings");
     for (const warning of manifest.warnings || []) {
+      if (warning === LOW_CONFIDENCE) continue; // already beside the score
       const item = document.createElement("li");
       item.textContent = warning;
       list.appendChild(item);
