@@ -154,21 +154,68 @@ def test_steps_timings_and_intermediate_files(run) -> None:
     assert np.array_equal(np.asanyarray(on_disk.dataobj), np.asanyarray(result.labels.dataobj))
 
 
-def test_flair_and_t1ce_only_in_memory_onto_the_flair_grid(segmenter, native_files, run) -> None:
-    """Two sequences given as SimpleITK images, the result on the FLAIR's own grid; its tumour
-    overlaps the four-sequence result moved onto that grid."""
-    full, _, _ = run
+def _write_dicom_series(image: sitk.Image, folder: Path, description: str, study_uid: str, number: int) -> None:
+    """``image`` as a single-frame MR series, one file per slice with its position and
+    orientation (the geometry a scanner writes)."""
+    from pydicom.uid import generate_uid
+
+    folder.mkdir(parents=True)
+    image = sitk.Cast(image, sitk.sitkInt16)
+    direction = image.GetDirection()
+    orientation = "\\".join(f"{v:.8f}" for v in (*direction[0:7:3], *direction[1:8:3]))
+    series_uid = generate_uid()
+    writer = sitk.ImageFileWriter()
+    writer.KeepOriginalImageUIDOn()
+    for z in range(image.GetDepth()):
+        plane = image[:, :, z]
+        position = image.TransformIndexToPhysicalPoint((0, 0, z))
+        tags = {
+            "0008|0060": "MR",
+            "0008|0016": "1.2.840.10008.5.1.4.1.1.4",
+            "0008|0018": generate_uid(),
+            "0008|103e": description,
+            "0020|000d": study_uid,
+            "0020|000e": series_uid,
+            "0020|0011": str(number),
+            "0020|0013": str(z + 1),
+            "0020|0032": "\\".join(f"{v:.6f}" for v in position),
+            "0020|0037": orientation,
+            "0028|0030": "\\".join(f"{v:.6f}" for v in image.GetSpacing()[1::-1]),
+            "0018|0050": f"{image.GetSpacing()[2]:.6f}",
+        }
+        for tag, value in tags.items():
+            plane.SetMetaData(tag, value)
+        writer.SetFileName(str(folder / f"{z:03d}.dcm"))
+        writer.Execute(plane)
+
+
+def test_flair_and_t1ce_from_dicom_onto_the_flair_grid(segmenter, native_files, run, tmp_path: Path) -> None:
+    """FLAIR and T1ce alone, each given as a DICOM series folder written from the native scan,
+    the result on the FLAIR's own grid; its tumour overlaps the four-sequence result moved onto
+    that grid."""
+    from pydicom.uid import generate_uid
+
+    full, keep, _ = run
     images = {m: sitk.ReadImage(str(native_files[m]), sitk.sitkFloat32) for m in ("flair", "t1ce")}
-    result = segment_native(segmenter, images, reference="flair")
+    study = generate_uid()
+    folders = {}
+    for number, (modality, image) in enumerate(images.items(), 1):
+        folders[modality] = tmp_path / modality
+        _write_dicom_series(image, folders[modality], f"AX {modality.upper()}", study, number)
+    result = segment_native(segmenter, folders, reference="flair")
+    # The FLAIR's grid read back from DICOM: the same voxels in world space (DICOM stacks the
+    # slices along the normal of its row and column directions, so possibly in reverse order).
     flair = nib.load(native_files["flair"])
     assert result.labels.shape == flair.shape
-    assert np.allclose(result.labels.affine, flair.affine, atol=1e-4)
+    ours_canonical = nib.as_closest_canonical(result.labels)
+    assert np.allclose(ours_canonical.affine, nib.as_closest_canonical(flair).affine, atol=1e-3)
     ours = np.asanyarray(result.labels.dataobj) > 0
     # The four-sequence whole tumour, pulled onto the FLAIR grid through its co-registration.
     t1ce_labels = sitk.GetImageFromArray((np.asanyarray(full.labels.dataobj) > 0).astype(np.uint8).transpose(2, 1, 0))
     t1ce_labels.CopyInformation(read_scan(native_files["t1ce"], "t1ce").image)
-    to_t1ce = sitk.ReadTransform(str(run[1] / "transforms" / "flair_to_t1ce.tfm")).GetInverse()
-    moved = to_array(sitk.Resample(t1ce_labels, images["flair"], to_t1ce, sitk.sitkNearestNeighbor, 0)) > 0
+    to_t1ce = sitk.ReadTransform(str(keep / "transforms" / "flair_to_t1ce.tfm")).GetInverse()
+    flair_grid = read_scan(folders["flair"], "flair").image
+    moved = to_array(sitk.Resample(t1ce_labels, flair_grid, to_t1ce, sitk.sitkNearestNeighbor, 0)) > 0
     assert ours.any() and _dice(ours, moved) > 0.5
 
 
