@@ -1,6 +1,7 @@
-"""The Flask app under a burst of predictions on a real waitress server: health checks and
-static files keep answering within a second, and the burst beyond the bounded queue is
-turned away at once with 503 and ``Retry-After``.
+"""The inference service and the Flask app under load: a full queue refuses at once, an
+unforeseen failure is a typed error naming the case, and on a real waitress server health
+checks and static files keep answering within a second during a burst of predictions, the
+burst beyond the bounded queue being turned away with 503 and ``Retry-After``.
 
 The shipped model predicts a real BraTS case cut by the test to the slab around its
 tumour (a few seconds each), so that the slots are really held while the burst arrives.
@@ -35,12 +36,17 @@ def test_serve_plan_keeps_threads_free_for_health_checks():
     assert serve_plan(4, 2, max_queue=5) == (2 + 5 + RESERVED_THREADS, 5)
 
 
-def test_a_full_queue_refuses_at_once(one_torch_thread, brats18_case, tmp_path):
+@pytest.fixture(scope="module")
+def segmenter(one_torch_thread):
+    return InferenceService().segmenter  # the shipped model, loaded once for the module
+
+
+def test_a_full_queue_refuses_at_once(segmenter, brats18_case, tmp_path):
     """No slot and no room to wait: refused in milliseconds, with a retry estimate."""
     files = crop_case(brats18_case, tmp_path, slices=24, modalities=("flair", "t1ce"))
     from bratseg.data.layout import Case
 
-    service = InferenceService(max_concurrent=1, max_waiting=0)
+    service = InferenceService(max_concurrent=1, max_waiting=0, segmenter=segmenter)
     case = Case.from_files(**files)
     holder = threading.Thread(target=service.segment, args=(case,))
     holder.start()
@@ -59,13 +65,31 @@ def test_a_full_queue_refuses_at_once(one_torch_thread, brats18_case, tmp_path):
     assert service.active == 0 and service.waiting == 0
 
 
+def test_an_unforeseen_failure_is_a_typed_error_naming_the_case(segmenter):
+    """Volumes that bypassed the loader's checks (modalities of two shapes) fail inside the
+    model's path: the caller gets a CaseProcessingError naming the case, and the slot is free."""
+    import nibabel as nib
+    import numpy as np
+
+    from bratseg.data.io import CaseVolumes
+    from bratseg.serving.service import CaseProcessingError
+
+    service = InferenceService(max_concurrent=1, segmenter=segmenter)
+    brain = np.zeros((240, 240, 155), np.float32)
+    brain[60:180, 50:190, 30:120] = np.random.default_rng(0).uniform(100, 200, (120, 140, 90))
+    broken = CaseVolumes("BROKEN_CASE", {"flair": brain, "t1ce": brain[:200]}, np.eye(4), nib.Nifti1Header())
+    with pytest.raises(CaseProcessingError, match=r"^BROKEN_CASE: the prediction failed \(ValueError: "):
+        service.segment(broken)
+    assert service.active == 0 and service.waiting == 0
+
+
 @pytest.mark.slow
-def test_health_and_static_answer_within_a_second_during_a_burst(one_torch_thread, brats18_case, tmp_path):
+def test_health_and_static_answer_within_a_second_during_a_burst(segmenter, brats18_case, tmp_path):
     files = crop_case(brats18_case, tmp_path, slices=32, modalities=("flair", "t1ce"))
     upload = {m: (p.name, p.read_bytes()) for m, p in files.items()}
     threads, queue = serve_plan(threads=4, max_concurrent=1)
     assert queue == 1
-    service = InferenceService(max_concurrent=1, max_waiting=queue)
+    service = InferenceService(max_concurrent=1, max_waiting=queue, segmenter=segmenter)
     server = waitress.create_server(create_app(service), host="127.0.0.1", port=0, threads=threads)
     serving = threading.Thread(target=server.run, daemon=True)
     serving.start()
