@@ -34,7 +34,7 @@ SYNTHETIC_PREFIX = "SYNTHETIC"
 EXAMPLE_CASE_ID = "SYNTHETIC_EXAMPLE"
 OUTPUT_MAX_AGE_S = 3600.0
 VIEWER_MOUNT = "/bratseg"  # where the Flask viewer is mounted in the demo's server
-VIEWER_HEIGHT = 640  # px
+VIEWER_HEIGHT = 760  # px: the viewer page without a scroll bar
 
 OUTPUTS = OutputFolder(OUTPUT_MAX_AGE_S)
 _EXAMPLE_LOCK = threading.Lock()
