@@ -161,20 +161,18 @@ def check_input(volumes: CaseVolumes, preprocessing: PreprocessingConfig) -> lis
     warnings = list(volumes.notes)
     if stats.cm3 < BRAIN_CM3_WARN_BELOW:
         warnings.append(
-            f"{volumes.case_id}: the brain mask is only {stats.cm3:.0f} cm3 (BraTS brains: 1170-1730 cm3): "
+            f"the brain mask is only {stats.cm3:.0f} cm3 (BraTS brains: 1170-1730 cm3): "
             "partial coverage, or a voxel size wrong in the header"
         )
     face, share = stats.worst_face
     if share >= FACE_WARN:
         warnings.append(
-            f"{volumes.case_id}: the brain is cut by the volume's {face} face ({share:.0%} of it): "
+            f"the brain is cut by the volume's {face} face ({share:.0%} of it): "
             "tumour beyond the field of view is missed"
         )
     inside = stats.window_fraction(tuple(preprocessing.crop_size))
     if inside < 1.0:
-        warnings.append(
-            f"{volumes.case_id}: {1 - inside:.1%} of the brain lies outside the model's window and is not segmented"
-        )
+        warnings.append(f"{1 - inside:.1%} of the brain lies outside the model's window and is not segmented")
     return warnings
 
 
@@ -229,19 +227,19 @@ def check_result(prediction: Prediction, strict: bool = False) -> list[str]:
     warnings = []
     if fraction > TUMOUR_FRACTION_REFUSE:
         warnings.append(
-            f"{volumes.case_id}: the predicted tumour is {tumour_cm3:.0f} cm3, {fraction:.0%} of the brain: not "
+            f"the predicted tumour is {tumour_cm3:.0f} cm3, {fraction:.0%} of the brain: not "
             "plausible (expert tumours fill at most 17 % of the brain in BraTS); do not use this result"
         )
     elif fraction > TUMOUR_FRACTION_WARN:
         warnings.append(
-            f"{volumes.case_id}: the predicted tumour fills {fraction:.0%} of the brain (expert tumours in BraTS: "
+            f"the predicted tumour fills {fraction:.0%} of the brain (expert tumours in BraTS: "
             "at most 17 %); check the input"
         )
     enhancing = labels == 4
     rim = rim_share(enhancing, brain.mask) if np.count_nonzero(enhancing) * voxel_cm3 >= RIM_MIN_CM3 else None
     if rim is not None and rim > RIM_SHARE_WARN:
         warnings.append(
-            f"{volumes.case_id}: {rim:.0%} of the enhancing tumour lies in the outer 3 mm of the brain mask: "
+            f"{rim:.0%} of the enhancing tumour lies in the outer 3 mm of the brain mask: "
             "skull, vessels or dura may be taken for tumour"
         )
     return warnings
