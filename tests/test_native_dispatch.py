@@ -64,3 +64,12 @@ def test_dicom_study_inputs_name_their_series(data_dir: Path, tmp_path: Path) ->
         dicom_inputs(study / "s7")
     with pytest.raises(InvalidCaseError, match="DICOM scans need the native preprocessing"):
         segment_any(None, study, "none")
+
+
+def test_a_1mm_crop_takes_the_fast_path(tmp_path: Path) -> None:
+    # Skull-stripped, co-registered 1 mm data on a smaller grid (a crop of BraTS space) is
+    # what the model was trained on; the guards still check its voxels on the fast path.
+    from bratseg.synthetic import write_synthetic_case
+
+    case = write_synthetic_case(tmp_path / "CROP", shape=(96, 96, 48))
+    assert route(case) == ("none", "BraTS grid")

@@ -75,6 +75,21 @@ def test_brats_space_brain_mask_matches_reference(run, native_dir: Path) -> None
     assert _dice(ours, np.asanyarray(reference.dataobj) > 0) >= 0.93
 
 
+def test_brats_space_volume_back_on_the_reference_grid(run) -> None:
+    """on_reference_grid pulls a BraTS-space volume onto the patient's grid: the BraTS-space
+    brain mask lands on the native skull strip it came from."""
+    result, _, _ = run
+    volumes = result.brats.volumes
+    brats_brain = np.zeros(BRATS_SHAPE, dtype=np.float32)
+    for data in volumes.images.values():
+        brats_brain = np.maximum(brats_brain, (data != 0).astype(np.float32))
+    image = result.on_reference_grid(brats_brain)
+    assert image.shape == result.labels.shape and np.allclose(image.affine, result.labels.affine)
+    back = np.asanyarray(image.dataobj)
+    assert back.dtype == np.float32 and 0.0 <= back.min() and back.max() <= 1.0
+    assert _dice(back > 0.5, np.asanyarray(result.brain_mask.dataobj) > 0) >= 0.9
+
+
 def test_atlas_transform_agrees_with_reference(run, native_dir: Path) -> None:
     """Brain points of BraTS space land within a few mm of where the reference transform puts
     them on the native T1ce (measured: 3.1 mm mean, 6.3 mm at most; the slices are 5.5 mm)."""

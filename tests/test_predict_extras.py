@@ -14,7 +14,7 @@ import pytest
 from PIL import Image
 
 from bratseg.cli import main
-from bratseg.inference.cli_predict import uncertainty_path
+from bratseg.inference.case_extras import uncertainty_path
 from bratseg.inference.confidence import LOW_CONFIDENCE_THRESHOLD
 
 

@@ -16,32 +16,28 @@ the cases in flight. ``volumes.csv`` is rebuilt from the label maps' records at 
 Everything that can be known wrong is checked before the model loads: inputs, an output that
 is one of the inputs, an output folder that cannot be written, an existing file bratseg did
 not write. Per-case extras (confidence maps, figures) plug in as :data:`CaseHook` functions
-(:func:`case_hooks`), called with each prediction and the path of its label map.
+(:func:`bratseg.inference.case_extras.case_hooks`), called with each prediction and the path of its label map.
 """
 
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 import time
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from bratseg.data.layout import MODALITIES, Case, case_from_folder, modality_of, nifti_stem
-from bratseg.errors import BratsegError, InvalidCaseError
+from bratseg.data.layout import MODALITIES
+from bratseg.errors import BratsegError
+from bratseg.inference.case_extras import case_hooks, extra_targets, model_space
+from bratseg.inference.predict_plan import plan_jobs
 
 if TYPE_CHECKING:
     from bratseg.inference.batch import Job, Outcome
     from bratseg.inference.predictor import Prediction
 
 _REGIONS_SHOWN = ("whole tumour", "tumour core", "enhancing tumour")
-
-CaseHook = Callable[["Prediction", Path], None]
-"""Called on the writer thread with each case's prediction and the path of its label map,
-after the label map is written (an error in it fails that case)."""
 
 
 def _positive_int(text: str) -> int:
@@ -64,7 +60,23 @@ def add_predict_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentPars
     p.add_argument("--model", type=Path, help="model folder (default: the model shipped with bratseg)")
     for m in MODALITIES:
         required = " (required with explicit files)" if m in ("flair", "t1ce") else ""
-        p.add_argument(f"--{m}", type=Path, metavar="FILE", help=f"{m.upper()} NIfTI file, instead of CASE{required}")
+        p.add_argument(
+            f"--{m}", type=Path, metavar="PATH", help=f"{m.upper()} NIfTI file or DICOM series folder/zip{required}"
+        )
+    p.add_argument(
+        "--preprocess",
+        choices=["auto", "native", "none"],
+        default="auto",
+        help="auto (default): input already in BraTS space takes the fast path, anything else (other grids, skull, "
+        "DICOM) is co-registered, skull-stripped and registered to the SRI24 atlas first and the labels come back "
+        "on the T1ce's grid; native: always; none: never (raw input is refused)",
+    )
+    p.add_argument(
+        "--keep-intermediate",
+        type=Path,
+        metavar="DIR",
+        help="native path: keep each case's intermediate volumes and transforms in DIR/<case>/",
+    )
     p.add_argument("--tta", action="store_true", help="average over in-plane flips (about 4x slower)")
     p.add_argument("--precision", choices=["auto", "bf16", "fp32"], default="auto")
     p.add_argument("--threads", type=_positive_int, help="CPU threads (default: one per core)")
@@ -81,128 +93,6 @@ def add_predict_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentPars
     )
     p.add_argument("--quiet", "-q", action="store_true", help="no progress bar or per-case lines")
     return p
-
-
-def case_hooks(args: argparse.Namespace) -> list[CaseHook]:
-    """The per-case extras the arguments ask for, run after each label map is written."""
-    hooks: list[CaseHook] = []
-    if args.uncertainty:
-
-        def write_uncertainty(prediction: Prediction, label_map: Path) -> None:
-            from bratseg.inference.confidence import save_uncertainty
-
-            save_uncertainty(prediction, uncertainty_path(label_map))
-
-        hooks.append(write_uncertainty)
-    if args.figures is not None:
-
-        def write_figure(prediction: Prediction, label_map: Path) -> None:
-            from bratseg.reporting.figures import key_slice_panel
-
-            key_slice_panel(prediction, extra_targets(args, label_map)[-1])
-
-        hooks.append(write_figure)
-    return hooks
-
-
-def extra_targets(args: argparse.Namespace, label_map: Path) -> list[Path]:
-    """The files the per-case extras write beside ``label_map``'s."""
-    extras = []
-    if args.uncertainty:
-        extras.append(uncertainty_path(label_map))
-    if args.figures is not None:
-        extras.append(args.figures / f"{nifti_stem(label_map)}.png")
-    return extras
-
-
-def uncertainty_path(label_map: Path) -> Path:
-    """``seg.nii.gz`` -> ``seg_uncertainty.nii.gz`` (the suffix's letter case kept)."""
-    stem = nifti_stem(label_map) or label_map.name
-    return label_map.with_name(f"{stem}_uncertainty{label_map.name[len(stem) :]}")
-
-
-def _is_nifti_name(path: Path) -> bool:
-    return nifti_stem(path) is not None
-
-
-def _is_case_folder(folder: Path) -> bool:
-    """A folder that directly holds an image of a known naming (FLAIR or not: a case that
-    lacks its FLAIR must be reported, not silently passed over)."""
-    try:
-        entries = list(os.scandir(folder))
-    except OSError:
-        return False
-    return any(e.is_file() and (hit := modality_of(e.name)) is not None and hit[0] != "seg" for e in entries)
-
-
-def discover_cases(root: Path) -> list[Path]:
-    """Every case folder beneath ``root`` (itself excluded), sorted by name. Unlike
-    :func:`bratseg.data.layout.find_cases` it does not open the cases, so one bad case cannot
-    stop the others; it does not look inside a case folder (BraTS Toolkit keeps other
-    algorithms' outputs there), and it takes symbolic links to case folders as cases."""
-    found = []
-    for dirpath, dirnames, _files in os.walk(root):
-        dirnames.sort()
-        for d in list(dirnames):
-            if _is_case_folder(Path(dirpath) / d):
-                found.append(Path(dirpath) / d)
-                dirnames.remove(d)
-    return sorted(found, key=lambda p: (p.name, str(p)))
-
-
-def _explicit_case(args: argparse.Namespace) -> Case | None:
-    given = {m: getattr(args, m) for m in MODALITIES if getattr(args, m, None) is not None}
-    if not given:
-        return None
-    if args.case is not None:
-        raise BratsegError("give either CASE or explicit files (--flair/--t1ce/...), not both")
-    for m in ("flair", "t1ce"):
-        if m not in given:
-            raise InvalidCaseError(None, f"--{m} is required with explicit files (FLAIR and T1ce are needed)")
-    for m, path in given.items():
-        if not path.is_file():
-            raise InvalidCaseError(path, f"file not found (--{m})")
-    case_id = nifti_stem(args.output) if _is_nifti_name(args.output) else None
-    return Case.from_files(given["flair"], given["t1ce"], given.get("t1"), given.get("t2"), case_id=case_id)
-
-
-def _plan(args: argparse.Namespace) -> tuple[list[Job], bool]:
-    """The cases and where each output goes, and whether this is folder mode. Raises
-    :class:`BratsegError` for anything that can be known wrong before the model loads."""
-    from bratseg.inference.batch import Job
-
-    case = _explicit_case(args)
-    output: Path = args.output
-    if case is not None:
-        target = output if _is_nifti_name(output) else output / f"{case.case_id}.nii.gz"
-        return [Job(case.case_id, case, target)], False
-    if args.case is None:
-        raise BratsegError("give a case folder, a folder of cases, or --flair and --t1ce files")
-    src: Path = args.case
-    if not src.exists():
-        raise InvalidCaseError(src, "does not exist")
-    if src.is_file():
-        raise InvalidCaseError(src, "is a file; give a case folder, or the images with --flair and --t1ce")
-    if _is_case_folder(src):
-        one = case_from_folder(src)  # a bad single case fails now, before the model loads
-        target = output if _is_nifti_name(output) else output / f"{one.case_id}.nii.gz"
-        return [Job(one.case_id, one, target)], False
-    folders = discover_cases(src)
-    if not folders:
-        raise InvalidCaseError(src, "holds no case folders (no NIfTI files named like BraTS modalities)")
-    if _is_nifti_name(output):
-        raise BratsegError(f"{output}: {src.name} is a folder of {len(folders)} cases; --output must be a folder")
-    if output.exists() and not output.is_dir():
-        raise BratsegError(f"{output}: exists and is not a folder")
-    jobs = [Job(f.name, f, output / f"{f.name}.nii.gz") for f in folders]
-    seen: dict[Path, Job] = {}
-    for job in jobs:
-        if job.target in seen:
-            raise BratsegError(
-                f"cases {seen[job.target].source} and {job.source} would both write {job.target}; rename one folder"
-            )
-        seen[job.target] = job
-    return jobs, True
 
 
 def _volumes_line(volumes: dict[str, float]) -> str:
@@ -226,7 +116,7 @@ def run_predict(args: argparse.Namespace) -> None:
     from bratseg.inference import outputs
 
     t_start = time.perf_counter()
-    jobs, folder_mode = _plan(args)
+    jobs, folder_mode = plan_jobs(args)
     inputs = [f for job in jobs for f in outputs.input_files(job.source)]
     outputs.check_targets([job.target for job in jobs], inputs, overwrite=args.overwrite)
     extras = [extra for job in jobs for extra in extra_targets(args, job.target)]
@@ -327,7 +217,7 @@ def _predict_share(args: argparse.Namespace, jobs: list[Job], folder_mode: bool,
 
     def write(job: Job, prediction: Prediction) -> None:
         segmenter = loaded[0]
-        confidences[job.name] = assess(prediction)
+        confidences[job.name] = assess(model_space(prediction))
         record = outputs.CaseRecord(
             job.name,
             prediction.region_volumes(),
@@ -368,7 +258,49 @@ def _predict_share(args: argparse.Namespace, jobs: list[Job], folder_mode: bool,
         if bar is not None:
             bar.update()
 
-    outcomes = run_batch(pending, load, write, on_outcome)
+    from bratseg.errors import UntrustworthyInputError
+    from bratseg.inference.batch import Outcome
+    from bratseg.native.dispatch import route, segment_any
+
+    # Under none, raw input is routed here too, where segment_any refuses it with the reason.
+    routing = "auto" if args.preprocess == "none" else args.preprocess
+
+    def goes_native(job: Job) -> bool:
+        try:
+            return route(job.source, routing)[0] == "native"
+        except BratsegError:  # a case that cannot be read: the fast path reports it, per case
+            return False
+
+    native = [job for job in pending if goes_native(job)]
+
+    refused: dict[Path, str] = {}  # target -> why the guards sent the case on to the native path
+
+    def on_fast_outcome(outcome: Outcome) -> None:
+        # Under auto, a BraTS-sized case the guards refuse (skull, background) goes native instead.
+        if args.preprocess == "auto" and isinstance(outcome.error, UntrustworthyInputError):
+            native.append(outcome.job)
+            refused[outcome.job.target] = str(outcome.error)
+        else:
+            on_outcome(outcome)
+
+    fast = [job for job in pending if job not in native]
+    outcomes = [o for o in run_batch(fast, load, write, on_fast_outcome) if o.job not in native]
+    for job in native:
+        t0 = time.perf_counter()
+        keep = args.keep_intermediate / job.name if args.keep_intermediate else None
+        log = (lambda line, name=job.name: say(f"{name}: {line}")) if show else None
+        try:
+            segmenter = loaded[0] if loaded else load()
+            if job.target in refused and log is not None:
+                log(f"native preprocessing: {refused[job.target]}")
+            mode = "native" if job.target in refused else args.preprocess
+            prediction = segment_any(segmenter, job.source, mode, keep_intermediate=keep, log=log)
+            write(job, prediction)
+            outcome = Outcome(job, prediction, None, time.perf_counter() - t0)
+        except Exception as exc:  # reported per case, as the fast path's failures are
+            outcome = Outcome(job, None, exc, time.perf_counter() - t0)
+        on_outcome(outcome)
+        outcomes.append(outcome)
     if bar is not None:
         bar.close()
     if not folder_mode and not outcomes[0].ok:

@@ -1,5 +1,5 @@
 """Which path a case takes, and the inputs of the native path, for the front ends (CLI, Flask,
-Gradio): ``auto`` sends input already in BraTS space (one 240 x 240 x 155 1 mm grid,
+Gradio): ``auto`` sends input already in BraTS space (one 1 mm grid, 240 x 240 x 155 or a crop of it,
 skull-stripped) to today's fast path untouched and anything else to the native pipeline;
 ``native`` always runs the native pipeline; ``none`` always takes the fast path, whose guards
 refuse raw input with a one-line reason instead of predicting nonsense.
@@ -24,7 +24,6 @@ import numpy as np
 from bratseg.data.layout import Case, case_from_folder
 from bratseg.errors import InvalidCaseError, UntrustworthyInputError
 from bratseg.native.reader import ScanSource
-from bratseg.native.space import BRATS_SHAPE
 
 Preprocess = Literal["auto", "native", "none"]
 PREPROCESS_CHOICES = ("auto", "native", "none")
@@ -83,8 +82,9 @@ def dicom_inputs(source: str | Path, overrides: dict[str, str | int] | None = No
 
 def route(source: Case | str | Path, preprocess: Preprocess = "auto") -> tuple[Literal["none", "native"], str]:
     """The path a case takes, from file headers alone (no voxel is read), and why: DICOM,
-    sequences on different grids, or a grid other than BraTS's 240 x 240 x 155 at 1 mm go
-    native; the rest takes the fast path, whose guards still check the voxels (skull,
+    sequences on different grids, or voxels other than 1 mm go native; the rest (BraTS's
+    240 x 240 x 155 grid, or a crop of it such as a co-registered, skull-stripped 1 mm case on
+    a smaller grid) takes the fast path, whose guards still check the voxels (skull,
     background) and, under ``auto``, send a case they refuse on to the native path
     (:func:`segment_any`)."""
     if preprocess != "auto":
@@ -105,7 +105,7 @@ def route(source: Case | str | Path, preprocess: Preprocess = "auto") -> tuple[L
             return "none", "unreadable header"
         zooms = tuple(round(float(z), 2) for z in img.header.get_zooms()[:3])
         grids.add((tuple(img.shape[:3]), zooms, tuple(np.round(img.affine, 2).ravel())))
-        if tuple(img.shape[:3]) != BRATS_SHAPE or any(abs(z - 1.0) > 0.05 for z in zooms):
+        if any(abs(z - 1.0) > 0.05 for z in zooms):
             return "native", f"{path.name} is {'x'.join(map(str, img.shape[:3]))} at {'x'.join(map(str, zooms))} mm"
     if len(grids) > 1:
         return "native", "the sequences lie on different grids"

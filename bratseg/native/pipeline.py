@@ -103,6 +103,27 @@ class NativePrediction:
         """The label map on the reference grid (as :meth:`Prediction.to_nifti` on the fast path)."""
         return self.labels
 
+    def on_reference_grid(self, brats_volume: np.ndarray, order: int = 1) -> nib.Nifti1Image:
+        """A BraTS-space volume (say, the uncertainty map of :attr:`brats`) resampled onto the
+        reference grid through :attr:`atlas_to_reference` (linear by default), as float32 with
+        the reference scan's affine: what is shown beside the labels on the patient's scan."""
+        from scipy.ndimage import affine_transform
+
+        # Reference voxel -> reference world -> BraTS world -> BraTS voxel.
+        brats_affine = self.brats.volumes.affine
+        to_brats_voxel = np.linalg.inv(brats_affine) @ np.linalg.inv(self.atlas_to_reference) @ self.labels.affine
+        data = affine_transform(
+            np.asarray(brats_volume, dtype=np.float32),
+            to_brats_voxel,
+            output_shape=self.labels.shape[:3],
+            order=order,
+            mode="constant",
+            cval=0.0,
+        )
+        header = self.labels.header.copy()
+        header.set_data_dtype(np.float32)
+        return nib.Nifti1Image(data.astype(np.float32), self.labels.affine, header)
+
     def save(self, path: str | Path) -> Path:
         """Write the label map on the reference grid (atomically)."""
         return save_nifti(self.labels, path)

@@ -1,0 +1,75 @@
+"""The per-case extras of ``bratseg predict`` (``--uncertainty``, ``--figures``): what each
+writes beside a label map, and the hooks that write them.
+
+A hook is called on the writer thread with the case's prediction and the path of its label
+map, after the label map is written (an error in it fails that case). A native-path case's
+uncertainty map is pulled back onto the patient's grid, beside its label map; its figure and
+its confidence are those of the BraTS-space prediction, the grid the model saw.
+"""
+
+from __future__ import annotations
+
+import argparse
+from collections.abc import Callable
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from bratseg.data.layout import nifti_stem
+
+if TYPE_CHECKING:
+    from bratseg.inference.predictor import Prediction
+    from bratseg.native.pipeline import NativePrediction
+
+CaseHook = Callable[["Prediction | NativePrediction", Path], None]
+
+
+def case_hooks(args: argparse.Namespace) -> list[CaseHook]:
+    """The per-case extras the arguments ask for, run after each label map is written."""
+    hooks: list[CaseHook] = []
+    if args.uncertainty:
+
+        def write_uncertainty(prediction: Prediction | NativePrediction, label_map: Path) -> None:
+            from bratseg.data.io import save_nifti
+            from bratseg.inference.confidence import save_uncertainty, uncertainty_map
+            from bratseg.native.pipeline import NativePrediction
+
+            if isinstance(prediction, NativePrediction):  # on the label map's own (patient) grid
+                image = prediction.on_reference_grid(uncertainty_map(prediction.brats))
+                save_nifti(image, uncertainty_path(label_map))
+            else:
+                save_uncertainty(prediction, uncertainty_path(label_map))
+
+        hooks.append(write_uncertainty)
+    if args.figures is not None:
+
+        def write_figure(prediction: Prediction | NativePrediction, label_map: Path) -> None:
+            from bratseg.reporting.figures import key_slice_panel
+
+            # A native-path case is shown in BraTS space, the grid the model saw.
+            key_slice_panel(model_space(prediction), extra_targets(args, label_map)[-1])
+
+        hooks.append(write_figure)
+    return hooks
+
+
+def model_space(prediction: Prediction | NativePrediction) -> Prediction:
+    """The prediction on the model's grid: a native-path case's BraTS-space prediction."""
+    from bratseg.native.pipeline import NativePrediction
+
+    return prediction.brats if isinstance(prediction, NativePrediction) else prediction
+
+
+def extra_targets(args: argparse.Namespace, label_map: Path) -> list[Path]:
+    """The files the per-case extras write beside ``label_map``'s."""
+    extras = []
+    if args.uncertainty:
+        extras.append(uncertainty_path(label_map))
+    if args.figures is not None:
+        extras.append(args.figures / f"{nifti_stem(label_map)}.png")
+    return extras
+
+
+def uncertainty_path(label_map: Path) -> Path:
+    """``seg.nii.gz`` -> ``seg_uncertainty.nii.gz`` (the suffix's letter case kept)."""
+    stem = nifti_stem(label_map) or label_map.name
+    return label_map.with_name(f"{stem}_uncertainty{label_map.name[len(stem) :]}")
