@@ -46,10 +46,10 @@ if TYPE_CHECKING:
     from bratseg.preprocessing.config import PreprocessingConfig
 
 # Voxel size the model works at. It was trained on 1 mm voxels with +-10 % scale augmentation;
-# resampled to 1.25 mm, Brats18_2013_11_1 loses 0.08 of whole-tumour Dice (0.41 at 2 mm), so
-# in-plane voxels must stay within the training range. Between slices the 2-D model only sees
-# fewer slices: 5 mm slices kept the Dice within 0.02 of 1 mm on three cases; a 2.5-D model
-# (context slices) needs the training spacing there too.
+# resampled, Brats18_2013_11_1 loses 0.05 of whole-tumour Dice at 1.1 mm, 0.08 at 1.25 mm and
+# 0.45 at 2 mm (TCIA10_637: 0.02, 0.04, 0.21), so in-plane voxels must stay within the training
+# range. Between slices the 2-D model only sees fewer slices: 5 mm slices kept the Dice within
+# 0.02 of 1 mm on the three cases; a 2.5-D model (context slices) needs 1 mm there too.
 IN_PLANE_MM = (0.9, 1.1)
 SLICE_MM = (0.5, 5.0)
 # The brain mask of the 27 labelled cases spans 1173-1729 cm3 (TCGA and BraTS 2023: 1246-1639);
@@ -71,8 +71,8 @@ RIM_LIMITS = {"t1": 0.25, "t1ce": 0.5}
 # 0.31 for Brats18_2013_11_1 resampled to 0.5 mm in-plane. Any loss is flagged (the tumour
 # there is missed); beyond a tenth the answer is refused.
 WINDOW_REFUSE = 0.9
-# Mirrored modality: Dice of its brain outline with the other modalities' drops by 0.0075 to 0.07
-# when flipped in the real cases, and rises as much when it is mirrored.
+# Mirrored modality: the Dice of two modalities' brain outlines drops by 0.009 to 0.07 when one
+# is flipped left-right in the real cases (pairwise), and rises as much when it was mirrored.
 MIRROR_MARGIN = 0.003
 # T1ce against T1 (both given): voxels brighter on T1ce than on T1 by half the median outnumber
 # the reverse by 6.8 to 68 per mille of the brain in the real cases, and the reverse holds when
@@ -110,6 +110,7 @@ def brats_space_problems(
             f"voxel size {' x '.join(f'{s:.3g}' for s in sizes)} mm (the model needs {IN_PLANE_MM[0]:g}-"
             f"{IN_PLANE_MM[1]:g} mm in-plane and {slice_mm[0]:g}-{slice_mm[1]:g} mm between slices)"
         )
+    # Sagittal slices or x and y swapped cost Brats18_2013_11_1 0.19 and 0.22 of WT Dice.
     codes = nib.aff2axcodes(volumes.affine)
     if not (codes[0] in "LR" and codes[1] in "AP" and codes[2] in "SI"):
         problems.append(
