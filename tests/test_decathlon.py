@@ -78,3 +78,17 @@ def test_decathlon_bad_input(brats18_case: Path, tmp_path: Path) -> None:
         decathlon_cases(root)
     with pytest.raises(InvalidCaseError, match="is not a Decathlon task folder"):
         decathlon_cases(tmp_path)
+
+
+def test_predict_a_decathlon_task(brats18_case: Path, tmp_path: Path) -> None:
+    from bratseg.cli import main
+
+    task = _write_task(brats18_case, tmp_path / "Task01_BrainTumour", ("flair", "t1", "t1ce", "t2"))
+    out = tmp_path / "pred"
+    assert main(["predict", str(task), "--output", str(out), "--quiet"]) == 0
+    labels = np.asanyarray(nib.load(out / "BRATS_001.nii.gz").dataobj)
+    reference = np.asanyarray(nib.load(case_from_folder(brats18_case).label).dataobj)
+    # The model sees the same four sequences as in BraTS naming: the tumour is found.
+    wt, ref = labels > 0, reference > 0
+    assert 2 * (wt & ref).sum() / (wt.sum() + ref.sum()) > 0.7
+    assert (out / "volumes.csv").is_file()

@@ -137,6 +137,10 @@ def load_case(case: Case, with_label: bool = True) -> CaseVolumes:
         >>> sorted(vols.images), vols.shape, sorted(set(vols.label.ravel().tolist()))
         (['flair', 't1', 't1ce', 't2'], (48, 48, 32), [0, 1, 2, 3])
     """
+    if case.channels:  # a Decathlon case: the sequences are channels of one 4-D file
+        from bratseg.data.decathlon import load_decathlon_case
+
+        return load_decathlon_case(case, with_label)
     case.check_required()
     images: dict[str, np.ndarray] = {}
     notes: list[str] = []

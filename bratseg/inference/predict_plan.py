@@ -9,7 +9,15 @@ import argparse
 import os
 from pathlib import Path
 
-from bratseg.data.layout import MODALITIES, Case, case_from_folder, modality_of, nifti_stem
+from bratseg.data.layout import (
+    MODALITIES,
+    Case,
+    case_from_folder,
+    decathlon_cases,
+    is_decathlon_folder,
+    modality_of,
+    nifti_stem,
+)
 from bratseg.errors import BratsegError, InvalidCaseError
 from bratseg.inference.batch import Job
 
@@ -85,6 +93,13 @@ def plan_jobs(args: argparse.Namespace) -> tuple[list[Job], bool]:
         name = src.stem if src.is_file() else src.name
         target = output if is_nifti_name(output) else output / f"{name}.nii.gz"
         return [Job(name, src, target)], False
+    if is_decathlon_folder(src):  # imagesTr/ and labelsTr/: every image is a case
+        cases = decathlon_cases(src)
+        if is_nifti_name(output) and len(cases) > 1:
+            raise BratsegError(f"{output}: {src.name} holds {len(cases)} cases; --output must be a folder")
+        if is_nifti_name(output):
+            return [Job(cases[0].case_id, cases[0], output)], False
+        return [Job(c.case_id, c, output / f"{c.case_id}.nii.gz") for c in cases], True
     if _is_case_folder(src):
         one = case_from_folder(src)  # a bad single case fails now, before the model loads
         target = output if is_nifti_name(output) else output / f"{one.case_id}.nii.gz"
