@@ -160,8 +160,22 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--data-root", type=Path, help="server-side paths are allowed beneath this folder only")
     p.add_argument("--max-upload-mb", type=int, default=200, help="largest request body; larger gets 413")
     p.add_argument("--max-unzipped-mb", type=int, default=1024, help="largest total size a zipped case may unzip to")
-    p.add_argument("--threads", type=int, default=4, help="waitress request threads")
-    p.add_argument("--max-concurrent", type=int, default=2, help="predictions run at once; more requests wait")
+    p.add_argument(
+        "--threads", type=int, default=8, help="waitress request threads; two always stay free for /healthz and static"
+    )
+    p.add_argument("--max-concurrent", type=int, default=2, help="predictions run at once")
+    p.add_argument(
+        "--max-queue",
+        type=int,
+        help="predictions that may wait for a slot (default: the threads left after --max-concurrent and the two "
+        "kept free); more get 503 with Retry-After",
+    )
+    p.add_argument(
+        "--max-case-mb",
+        type=int,
+        default=500,
+        help="the most a case's images may take once loaded (header dtype x shape, at least float32); more gets 413",
+    )
     p.set_defaults(func=_cmd_serve)
     return parser
 
