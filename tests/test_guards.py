@@ -111,7 +111,7 @@ def test_noisy_air_is_refused(real: CaseVolumes) -> None:
     _refused(
         noisy_air(only(real, "flair", "t1ce")),
         "not BraTS-space input",
-        "FLAIR has no uniform background",
+        "no uniform background in FLAIR, T1CE (the commonest border value fills 0% of the border at most)",
         "the brain mask is 8928 cm3",
         "--preprocess native",
     )
