@@ -74,3 +74,10 @@ class DicomError(InvalidCaseError):
 class OutputError(BratsegError):
     """An output path that must not or cannot be written: one of the inputs, a folder that
     refuses new files, or a file bratseg did not write (found before the model loads)."""
+
+
+class InconsistentModalitiesError(InvalidCaseError):
+    """Modalities of a case that contradict each other (one mirrored left-right against the
+    others, the same image given twice, T1 and T1ce swapped). Unlike
+    :class:`UntrustworthyInputError` no preprocessing can fix it (registration would align a
+    mirrored brain with the tumour on the wrong side), so every path refuses it."""
