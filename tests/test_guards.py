@@ -33,7 +33,12 @@ from scipy import ndimage
 from bratseg.data.io import CaseVolumes, load_case
 from bratseg.data.labels import to_brats2020
 from bratseg.data.layout import case_from_folder
-from bratseg.errors import InvalidCaseError, UntrustworthyInputError, UntrustworthyResultError
+from bratseg.errors import (
+    InconsistentModalitiesError,
+    InvalidCaseError,
+    UntrustworthyInputError,
+    UntrustworthyResultError,
+)
 from bratseg.inference import guards
 from bratseg.inference.predictor import Prediction
 from bratseg.preprocessing.config import PreprocessingConfig
@@ -49,8 +54,8 @@ def real(brats18_case: Path) -> CaseVolumes:
     return load_case(case_from_folder(brats18_case))
 
 
-def _refused(volumes: CaseVolumes, *fragments: str) -> str:
-    with pytest.raises(UntrustworthyInputError) as info:
+def _refused(volumes: CaseVolumes, *fragments: str, error: type[InvalidCaseError] = UntrustworthyInputError) -> str:
+    with pytest.raises(error) as info:
         guards.check_input(volumes, CONFIG)
     message = str(info.value)
     assert "\n" not in message
@@ -187,18 +192,31 @@ def test_flips_in_plane_pass(real: CaseVolumes) -> None:
 def test_mirrored_modality_is_refused_and_named(real: CaseVolumes, modality: str) -> None:
     # Before: T1ce mirrored on TCIA01_201 gave TC Dice 0.10, ET 0.05; FLAIR mirrored WT 0.33.
     others = ", ".join(m.upper() for m in real.images if m != modality)
-    _refused(mirrored(real, modality), f"{modality.upper()}: mirrored left-right against {others}")
+    _refused(
+        mirrored(real, modality),
+        f"{modality.upper()}: mirrored left-right against {others}",
+        error=InconsistentModalitiesError,
+    )
 
 
 def test_mirrored_pair_names_both(real: CaseVolumes) -> None:
-    _refused(mirrored(only(real, "flair", "t1ce"), "t1ce"), "FLAIR and T1CE are mirrored left-right against each other")
+    _refused(
+        mirrored(only(real, "flair", "t1ce"), "t1ce"),
+        "FLAIR and T1CE are mirrored left-right against each other",
+        error=InconsistentModalitiesError,
+    )
 
 
 def test_t1_given_as_t1ce_is_refused(real: CaseVolumes) -> None:
     # Before: enhancing Dice 0.03, tumour core 0.03 on TCIA01_201.
-    _refused(replaced(real, "t1ce", "t1"), "T1CE and T1 are the same image")
+    _refused(replaced(real, "t1ce", "t1"), "T1CE and T1 are the same image", error=InconsistentModalitiesError)
     swapped = with_images(real, {**real.images, "t1": real.images["t1ce"], "t1ce": real.images["t1"]})
-    _refused(swapped, "T1CE: darker than T1 where contrast should enhance", "T1 and T1ce swapped?")
+    _refused(
+        swapped,
+        "T1CE: darker than T1 where contrast should enhance",
+        "T1 and T1ce swapped?",
+        error=InconsistentModalitiesError,
+    )
 
 
 def test_notes_from_loading_become_warnings(real: CaseVolumes) -> None:
@@ -210,7 +228,7 @@ def test_notes_from_loading_become_warnings(real: CaseVolumes) -> None:
 def test_refusal_names_the_file(tmp_path: Path, real: CaseVolumes) -> None:
     """Loaded from files, the reason names the file to fix."""
     write_case(mirrored(only(real, "flair", "t1ce", "t1"), "t1"), tmp_path / "MIRRORED_1", dtype=np.int16)
-    with pytest.raises(UntrustworthyInputError, match=r"^MIRRORED_1_t1.nii.gz: mirrored left-right against "):
+    with pytest.raises(InconsistentModalitiesError, match=r"^MIRRORED_1_t1.nii.gz: mirrored left-right against "):
         guards.check_input(load_case(case_from_folder(tmp_path / "MIRRORED_1")), CONFIG)
 
 

@@ -24,7 +24,7 @@ from guard_inputs import mirrored, only, replaced, resampled, skull_on, write_ca
 
 from bratseg.data.io import load_case
 from bratseg.data.layout import case_from_folder
-from bratseg.errors import InvalidCaseError, UntrustworthyInputError
+from bratseg.errors import InconsistentModalitiesError, InvalidCaseError, UntrustworthyInputError
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -94,8 +94,10 @@ def _cli(*args: str) -> subprocess.CompletedProcess:
 
 
 def test_cli_single_case_refusal_is_one_line_and_exit_code_2(bad_root: Path, tmp_path: Path) -> None:
+    """On the fast path (``--preprocess none``); under ``auto`` a case refused for not being in
+    BraTS space goes through the native preprocessing instead."""
     out = tmp_path / "seg.nii.gz"
-    result = _cli(str(bad_root / "SKULL_1"), "--output", str(out))
+    result = _cli(str(bad_root / "SKULL_1"), "--output", str(out), "--preprocess", "none")
     assert result.returncode == 2, result.stderr
     lines = [line for line in result.stderr.splitlines() if line.strip()]
     assert len(lines) == 1, result.stderr
@@ -106,11 +108,19 @@ def test_cli_single_case_refusal_is_one_line_and_exit_code_2(bad_root: Path, tmp
 
 
 def test_cli_folder_reports_each_refusal_on_its_line(bad_root: Path, tmp_path: Path) -> None:
-    result = _cli(str(bad_root), "--output", str(tmp_path / "preds"))
+    """Under the default ``--preprocess auto``: modalities that contradict each other and a broken
+    affine are refused on every path."""
+    everywhere = ("MIRRORED_1", "SAME_1", "RANK2_1")
+    folder = tmp_path / "cases"
+    folder.mkdir()
+    for name in everywhere:
+        (folder / name).symlink_to(bad_root / name, target_is_directory=True)
+    result = _cli(str(folder), "--output", str(tmp_path / "preds"))
     assert result.returncode == 2, result.stderr
     assert "Traceback" not in result.stderr + result.stdout
     lines = result.stderr.splitlines()
-    for name, pattern in EXPECTED.items():
+    for name in everywhere:
+        pattern = EXPECTED[name]
         mine = [line for line in lines if line.startswith(f"{name}: ")]
         assert len(mine) == 1 and re.search(pattern, mine[0]), (name, result.stderr)
     assert not list((tmp_path / "preds").glob("*.nii.gz")), "a refused case was written"
@@ -121,7 +131,12 @@ def test_cli_folder_reports_each_refusal_on_its_line(bad_root: Path, tmp_path: P
 
 def test_python_api_raises_the_typed_error(segmenter, bad_root: Path) -> None:
     for name, pattern in EXPECTED.items():
-        error = InvalidCaseError if name == "RANK2_1" else UntrustworthyInputError
+        error = {
+            "RANK2_1": InvalidCaseError,
+            "MIRRORED_1": InconsistentModalitiesError,
+            "SAME_1": InconsistentModalitiesError,
+        }
+        error = error.get(name, UntrustworthyInputError)
         with pytest.raises(error) as info:
             segmenter.segment(bad_root / name)
         assert re.search(pattern, str(info.value)), str(info.value)

@@ -3,8 +3,10 @@ came from (``Segmenter.segment`` calls both): the one place that decides whether
 can be trusted.
 
 - :func:`check_input` runs before the network. Input the model cannot give a meaningful
-  answer on raises :class:`~bratseg.errors.UntrustworthyInputError` (one line naming the file
-  or case and the reason); doubtful input returns warnings.
+  answer on raises :class:`~bratseg.errors.UntrustworthyInputError` (not BraTS-space-like: the
+  native preprocessing may fix it) or :class:`~bratseg.errors.InconsistentModalitiesError`
+  (modalities that contradict each other: nothing fixes that), one line naming the file and
+  the reason; doubtful input returns warnings.
 - :func:`check_result` runs after it and returns warnings for an implausible result (one that
   cannot be right is flagged as such; ``strict`` raises
   :class:`~bratseg.errors.UntrustworthyResultError` instead).
@@ -37,7 +39,12 @@ from typing import TYPE_CHECKING
 import nibabel as nib
 import numpy as np
 
-from bratseg.errors import UntrustworthyInputError, UntrustworthyResultError
+from bratseg.errors import (
+    InconsistentModalitiesError,
+    InvalidCaseError,
+    UntrustworthyInputError,
+    UntrustworthyResultError,
+)
 from bratseg.inference.input_signals import CaseSignals, rim_share
 
 if TYPE_CHECKING:
@@ -148,9 +155,9 @@ def brats_space_problems(
 
 
 def check_input(volumes: CaseVolumes, preprocessing: PreprocessingConfig) -> list[str]:
-    """Raise :class:`UntrustworthyInputError` for input the model cannot be trusted on (not
-    BraTS-space-like, modalities mirrored against each other, the same image given twice, T1
-    and T1ce swapped); return warnings for doubtful input."""
+    """Raise :class:`UntrustworthyInputError` for input that is not BraTS-space-like and
+    :class:`InconsistentModalitiesError` for modalities mirrored against each other, the same
+    image given twice or T1 and T1ce swapped; return warnings for doubtful input."""
     stats = CaseSignals(volumes.images, volumes.affine)
     context = int(getattr(preprocessing, "context_slices", 0) or 0)
     problems = brats_space_problems(volumes, tuple(preprocessing.crop_size), stats, context)
@@ -158,7 +165,7 @@ def check_input(volumes: CaseVolumes, preprocessing: PreprocessingConfig) -> lis
         _refuse(volumes, None, f"not BraTS-space input: {'; '.join(problems)}; {_NATIVE_HINT}")
     culprit, problems = _modality_problems(volumes, stats)
     if problems:
-        _refuse(volumes, culprit, "; ".join(problems))
+        _refuse(volumes, culprit, "; ".join(problems), InconsistentModalitiesError)
     warnings = list(volumes.notes)
     if stats.cm3 < BRAIN_CM3_WARN_BELOW:
         warnings.append(
@@ -257,7 +264,7 @@ def _name(volumes: CaseVolumes, modality: str) -> str:
 
 
 def _refuse(
-    volumes: CaseVolumes, modality: str | None, problem: str, error: type[UntrustworthyInputError] | None = None
+    volumes: CaseVolumes, modality: str | None, problem: str, error: type[InvalidCaseError] | None = None
 ) -> None:
     """Raise ``error`` naming the file of ``modality`` (or, for the whole case, its first file;
     the case id for volumes built in memory)."""
