@@ -169,6 +169,9 @@ def test_voxel_size_limits(tmp_path: Path, voxel_mm: tuple[float, float, float],
     case.affine = case.affine @ np.diag([*voxel_mm, 1.0])
     problems = guards.brats_space_problems(case)
     assert bool(problems) is refused and all("voxel size" in p for p in problems)
+    if not refused:  # accepted off 1 mm in-plane: flagged
+        off_1mm = any("the model was trained at 1 mm" in w for w in guards.check_input(case, CONFIG))
+        assert off_1mm is (voxel_mm[:2] != (1.0, 1.0))
 
 
 def test_sagittal_slices_are_refused(real: CaseVolumes) -> None:
