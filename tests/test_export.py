@@ -138,7 +138,7 @@ def test_wrong_number_of_modalities_is_refused(run_dir: Path, tmp_path: Path):
     prep = json.loads((out / "preprocessing.json").read_text())
     prep["modalities"] = ["flair", "t1ce"]
     (out / "preprocessing.json").write_text(json.dumps(prep))
-    with pytest.raises(ModelLoadError, match=r"4 input channels but preprocessing\.json lists 2 modalities"):
+    with pytest.raises(ModelLoadError, match=r"4 input channels but preprocessing\.json gives 2 \(2 modalities\)"):
         bratseg.from_pretrained(out)
 
 
