@@ -46,7 +46,8 @@ else
 fi
 
 status=0
-.venv/bin/python -m pytest "$@" || status=$?
+# UTF-8 mode: a library that resets the C locale (ITK does) must not turn text reads into ASCII.
+PYTHONUTF8=1 .venv/bin/python -m pytest "$@" || status=$?
 if [ "$status" -eq 5 ]; then
     say "error: pytest collected no tests"
     exit 1

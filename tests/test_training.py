@@ -88,7 +88,9 @@ def test_kill_and_resume_reproduces_the_uninterrupted_run(tiny_cache: Path, refe
     cmd = [sys.executable, "-m", "bratseg.cli", "train", "--cache", str(tiny_cache), "--out", str(run)]
     cmd += [*SMALL_FLAGS, "--num-workers", "1"]
     env = dict(os.environ, OMP_NUM_THREADS="1")
-    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    proc = subprocess.Popen(
+        cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, encoding="utf-8", errors="replace"
+    )
     try:
         # metrics.jsonl is written right after last.pt: once it lists epoch 1, last.pt holds it.
         deadline = time.monotonic() + 240
@@ -106,7 +108,7 @@ def test_kill_and_resume_reproduces_the_uninterrupted_run(tiny_cache: Path, refe
     assert killed_at == 1, killed_at
     assert not (run / "model").exists()
 
-    resumed = subprocess.run(cmd + ["--resume"], env=env, capture_output=True, text=True)
+    resumed = subprocess.run(cmd + ["--resume"], env=env, capture_output=True, encoding="utf-8", errors="replace")
     assert resumed.returncode == 0, resumed.stderr[-2000:]
     assert f"resumed from {run / 'last.pt'} after epoch {killed_at}" in resumed.stdout
     assert [m["epoch"] for m in metrics(run)] == [1, 2]

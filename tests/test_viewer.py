@@ -131,18 +131,18 @@ def test_niivue_is_vendored_with_its_licence_and_pinned_hash(client):
     import hashlib
 
     folder = STATIC / "niivue"
-    version = (folder / "VERSION").read_text().strip()
+    version = (folder / "VERSION").read_text(encoding="utf-8").strip()
     assert re.fullmatch(r"\d+\.\d+\.\d+", version)
-    assert f"VERSION={version}" in (REPO / "scripts" / "vendor_niivue.sh").read_text()
+    assert f"VERSION={version}" in (REPO / "scripts" / "vendor_niivue.sh").read_text(encoding="utf-8")
     build = (folder / "niivue.umd.js").read_bytes()
-    assert hashlib.sha256(build).hexdigest() == (folder / "niivue.umd.js.sha256").read_text().split()[0]
-    assert "BSD 2-Clause License" in (folder / "LICENSE").read_text()
+    assert hashlib.sha256(build).hexdigest() == (folder / "niivue.umd.js.sha256").read_text(encoding="utf-8").split()[0]
+    assert "BSD 2-Clause License" in (folder / "LICENSE").read_text(encoding="utf-8")
     res = client.get("/static/niivue/niivue.umd.js")
     assert res.status_code == 200 and res.data == build
     assert client.get("/static/niivue/LICENSE").status_code == 200
     # Our page and script name no other host: everything comes from this server.
     for path in (STATIC / "viewer.js", REPO / "bratseg" / "serving" / "templates" / "viewer.html"):
-        assert not re.search(r"https?://", path.read_text()), path
+        assert not re.search(r"https?://", path.read_text(encoding="utf-8")), path
 
 
 def test_outpg_links_to_the_viewer_and_shows_the_confidence(client, case_files):
