@@ -45,6 +45,13 @@ def tcga_case(data_dir: Path) -> Path:
 
 
 @pytest.fixture(scope="session")
+def native_dir(data_dir: Path) -> Path:
+    """The raw clinical TCGA-FG-6692 scans (with skull, each sequence on its own grid) and the
+    reference pipeline's outputs beside them."""
+    return _need(data_dir / "native" / "TCGA-FG-6692")
+
+
+@pytest.fixture(scope="session")
 def brats2023_case(data_dir: Path) -> Path:
     return _need(data_dir / "unlabeled" / "BraTS-GLI-00001-000")
 

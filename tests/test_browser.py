@@ -73,9 +73,9 @@ def app(tmp_path_factory) -> Iterator[AppProcess]:
         yield running
 
 
-@pytest.fixture
-def driver(tmp_path) -> Iterator[webdriver.Chrome]:
-    browser, chromedriver = _find_browser()
+def chromium_options(browser: str, profile: Path, window: str) -> webdriver.ChromeOptions:
+    """Headless Chromium that reaches no other host, with software WebGL2 (SwiftShader) for
+    NiiVue, a fresh profile and a ``window`` size such as ``"1400,1000"``."""
     os.environ["SE_OFFLINE"] = "true"  # belt and braces: Selenium Manager must not fetch a browser
     options = webdriver.ChromeOptions()
     options.binary_location = browser
@@ -88,12 +88,19 @@ def driver(tmp_path) -> Iterator[webdriver.Chrome]:
         "--disable-component-update",
         "--disable-sync",
         "--no-first-run",
-        "--use-angle=swiftshader",  # software WebGL2 for the embedded NiiVue viewer
+        "--use-angle=swiftshader",  # software WebGL2: no GPU here
         "--enable-unsafe-swiftshader",
-        "--window-size=1400,1000",
-        f"--user-data-dir={tempfile.mkdtemp(dir=tmp_path, prefix='chromium-')}",
+        f"--window-size={window}",
+        f"--user-data-dir={profile}",
     ):
         options.add_argument(arg)
+    return options
+
+
+@pytest.fixture
+def driver(tmp_path) -> Iterator[webdriver.Chrome]:
+    browser, chromedriver = _find_browser()
+    options = chromium_options(browser, Path(tempfile.mkdtemp(dir=tmp_path, prefix="chromium-")), "1400,1000")
     options.set_capability("goog:loggingPrefs", {"performance": "ALL"})  # to list every request
     chrome = webdriver.Chrome(service=Service(chromedriver), options=options)
     try:

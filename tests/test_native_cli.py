@@ -9,17 +9,8 @@ from pathlib import Path
 
 import nibabel as nib
 import numpy as np
-import pytest
 
 from bratseg.cli import main
-
-
-@pytest.fixture(scope="module")
-def native_dir(data_dir: Path) -> Path:
-    folder = data_dir / "native" / "TCGA-FG-6692"
-    if not folder.is_dir():
-        pytest.skip(f"native TCGA-FG-6692 case not found at {folder}")
-    return folder
 
 
 def test_none_refuses_raw_input(native_dir: Path, tmp_path: Path) -> None:

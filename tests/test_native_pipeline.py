@@ -26,14 +26,6 @@ def _dice(a: np.ndarray, b: np.ndarray) -> float:
 
 
 @pytest.fixture(scope="module")
-def native_dir(data_dir: Path) -> Path:
-    folder = data_dir / "native" / "TCGA-FG-6692"
-    if not folder.is_dir():
-        pytest.skip(f"native TCGA-FG-6692 case not found at {folder}")
-    return folder
-
-
-@pytest.fixture(scope="module")
 def native_files(native_dir: Path) -> dict[str, Path]:
     return {m: next(native_dir.glob(f"*{suffix}.nii.gz")) for m, suffix in SUFFIXES.items()}
 

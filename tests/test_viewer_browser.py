@@ -31,7 +31,7 @@ import pytest
 from serving_cases import crop_case
 
 # The browser helpers are shared with the demo's browser test (same folder, on sys.path).
-from test_browser import LOCAL_HOSTS, REPO, _find_browser, _requested_hosts
+from test_browser import LOCAL_HOSTS, REPO, _find_browser, _requested_hosts, chromium_options
 
 webdriver = pytest.importorskip("selenium.webdriver")
 httpx = pytest.importorskip("httpx")
@@ -93,25 +93,7 @@ def result(server: str, brats18_case: Path, tmp_path_factory) -> dict:
 def driver(server: str, tmp_path_factory) -> Iterator[webdriver.Chrome]:
     """Chromium, quit before the server closes (it holds connections open)."""
     browser, chromedriver = _find_browser()
-    os.environ["SE_OFFLINE"] = "true"  # Selenium Manager must not fetch a browser
-    options = webdriver.ChromeOptions()
-    options.binary_location = browser
-    profile = tmp_path_factory.mktemp("chromium-viewer")
-    for arg in (
-        "--headless=new",
-        "--no-sandbox",
-        "--disable-gpu",
-        "--disable-dev-shm-usage",
-        "--disable-background-networking",
-        "--disable-component-update",
-        "--disable-sync",
-        "--no-first-run",
-        "--use-angle=swiftshader",  # WebGL2 in software: no GPU here
-        "--enable-unsafe-swiftshader",
-        "--window-size=1300,860",
-        f"--user-data-dir={profile}",
-    ):
-        options.add_argument(arg)
+    options = chromium_options(browser, tmp_path_factory.mktemp("chromium-viewer"), "1300,860")
     options.set_capability("goog:loggingPrefs", {"performance": "ALL", "browser": "ALL"})
     chrome = webdriver.Chrome(service=Service(chromedriver), options=options)
     chrome.set_script_timeout(LOAD_TIMEOUT_S)  # software rendering can keep the page busy
