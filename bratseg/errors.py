@@ -53,7 +53,8 @@ class ReportError(BratsegError):
 class UntrustworthyInputError(InvalidCaseError):
     """Input the model was not made for, so that any answer on it would be untrustworthy: not
     BraTS-space-like (voxel size, skull, background, slice orientation, brain outside the
-    model's window) or inconsistent modalities (one mirrored, T1 given as T1ce)."""
+    model's window). The native path can fix it; inconsistent modalities (one mirrored, T1
+    given as T1ce) are :class:`InconsistentModalitiesError`, which no preprocessing fixes."""
 
 
 class UntrustworthyResultError(InvalidCaseError):
