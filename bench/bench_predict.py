@@ -132,23 +132,32 @@ def _use_onnxruntime(seg, threads: int) -> None:
     seg._forward = lambda x: torch.from_numpy(session.run(None, {"x": x.contiguous().numpy()})[0])
 
 
-def worker_monai(case: Path, runs: int, threads: int, variant: str) -> dict:
-    """SegResNet as in MONAI's BraTS tutorial (random weights: only speed is measured)."""
+def segresnet_tutorial(case: Path):
+    """MONAI's BraTS-tutorial SegResNet (random weights, seed 0: only speed is measured) and
+    the case's four modalities stacked ``[4, X, Y, Z]`` in bratseg's order, as it takes them.
+    Shared by this script and ``bench_throughput.py``, so both measure the same peer."""
     import numpy as np
     import torch
-    from monai.inferers import sliding_window_inference
     from monai.networks.nets import SegResNet
 
     from bratseg.data.io import load_case
     from bratseg.data.layout import MODALITIES, case_from_folder
 
-    torch.set_num_threads(threads)
     torch.manual_seed(0)
     model = SegResNet(
         blocks_down=[1, 2, 2, 4], blocks_up=[1, 1, 1], init_filters=16, in_channels=4, out_channels=3, dropout_prob=0.2
     ).eval()
     volumes = load_case(case_from_folder(case), with_label=False)
-    raw = np.stack([volumes.images[m] for m in MODALITIES])  # [4, 240, 240, 155]
+    return model, np.stack([volumes.images[m] for m in MODALITIES])
+
+
+def worker_monai(case: Path, runs: int, threads: int, variant: str) -> dict:
+    """SegResNet as in MONAI's BraTS tutorial (random weights: only speed is measured)."""
+    import torch
+    from monai.inferers import sliding_window_inference
+
+    torch.set_num_threads(threads)
+    model, raw = segresnet_tutorial(case)  # raw: [4, 240, 240, 155]
 
     def predict() -> float:
         t = time.perf_counter()

@@ -46,6 +46,7 @@ import tempfile
 import time
 from pathlib import Path
 
+from bench_predict import segresnet_tutorial
 from machine_load import MachineLoad
 
 REPO = Path(__file__).resolve().parent.parent
@@ -176,21 +177,12 @@ def worker_pipeline(data: Path, threads: int, max_in_flight: int) -> dict:
 
 def worker_monai(case: Path, runs: int, threads: int) -> dict:
     """SegResNet as in MONAI's BraTS tutorial, network only (random weights: speed only)."""
-    import numpy as np
     import torch
     from monai.inferers import sliding_window_inference
-    from monai.networks.nets import SegResNet
-
-    from bratseg.data.io import load_case
-    from bratseg.data.layout import MODALITIES, case_from_folder
 
     torch.set_num_threads(threads)
-    torch.manual_seed(0)
-    model = SegResNet(
-        blocks_down=[1, 2, 2, 4], blocks_up=[1, 1, 1], init_filters=16, in_channels=4, out_channels=3, dropout_prob=0.2
-    ).eval()
-    volumes = load_case(case_from_folder(case), with_label=False)
-    x = torch.from_numpy(np.stack([volumes.images[m] for m in MODALITIES]))[None]
+    model, raw = segresnet_tutorial(case)
+    x = torch.from_numpy(raw)[None]
     times = []
     for _ in range(runs):
         t = time.perf_counter()
