@@ -46,7 +46,7 @@ def case_hooks(args: argparse.Namespace) -> list[CaseHook]:
             from bratseg.reporting.figures import key_slice_panel
 
             # A native-path case is shown in BraTS space, the grid the model saw.
-            key_slice_panel(model_space(prediction), extra_targets(args, label_map)[-1])
+            key_slice_panel(model_space(prediction), figure_path(args.figures, label_map))
 
         hooks.append(write_figure)
     return hooks
@@ -59,13 +59,18 @@ def model_space(prediction: Prediction | NativePrediction) -> Prediction:
     return prediction.brats if isinstance(prediction, NativePrediction) else prediction
 
 
+def figure_path(figures: Path, label_map: Path) -> Path:
+    """``--figures DIR``'s panel for ``label_map``: ``DIR/<label map name>.png``."""
+    return figures / f"{nifti_stem(label_map)}.png"
+
+
 def extra_targets(args: argparse.Namespace, label_map: Path) -> list[Path]:
     """The files the per-case extras write beside ``label_map``'s."""
     extras = []
     if args.uncertainty:
         extras.append(uncertainty_path(label_map))
     if args.figures is not None:
-        extras.append(args.figures / f"{nifti_stem(label_map)}.png")
+        extras.append(figure_path(args.figures, label_map))
     return extras
 
 
