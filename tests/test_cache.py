@@ -24,6 +24,7 @@ from bratseg.data.layout import Case, find_cases
 from bratseg.errors import CacheError
 from bratseg.preprocessing.cache import MANIFEST_FIELDS, build_cache, fold_split, read_manifest, split_cases
 from bratseg.preprocessing.config import PreprocessingConfig
+from bratseg.preprocessing.context import with_context
 from bratseg.preprocessing.pipeline import prepare_case
 from bratseg.preprocessing.slices import select_slices
 from bratseg.synthetic import write_synthetic_case
@@ -103,6 +104,25 @@ def test_cached_slices_are_the_pipeline_output(built: Path, synthetic_root: Path
         tumour = np.flatnonzero(vols.label.any(axis=(0, 1)))
         assert set(tumour.tolist()) <= set(keep.tolist())
         assert len(keep) < vols.shape[2]  # and some slices were left out
+
+
+def test_context_cache_holds_the_neighbours_of_the_whole_volume(synthetic_root: Path, tmp_path: Path) -> None:
+    # A 2.5-D cache keeps only some slices, so each kept slice's neighbours must come from the
+    # full volume, exactly as the predictor builds them (with_context) at inference.
+    config = PreprocessingConfig(crop_size=(96, 96), context_slices=1)
+    cache = build_cache(synthetic_root, tmp_path / "c", config, workers=1, progress=False)
+    images, _ = _arrays(cache)
+    assert images.shape[1] == len(config.channels) == 12
+    rows = read_manifest(cache)
+    case = find_cases(synthetic_root)[0]
+    idx = [r["index"] for r in rows if r["case"] == case.case_id]
+    slices = [r["slice"] for r in rows if r["case"] == case.case_id]
+    prep = prepare_case(load_case(case), config)
+    full = with_context(prep.image, 1)
+    np.testing.assert_array_equal(images[idx], np.moveaxis(full[..., slices], 3, 0).astype(np.float16))
+    # channel 0 of a kept slice z is FLAIR at z - 1, a slice the cache itself may have left out
+    z = slices[len(slices) // 2]
+    np.testing.assert_array_equal(images[idx[len(slices) // 2], 0], prep.image[0, ..., z - 1].astype(np.float16))
 
 
 def test_split_is_case_level_and_deterministic(built: Path, synthetic_root: Path) -> None:

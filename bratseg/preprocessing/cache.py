@@ -30,6 +30,7 @@ from bratseg.data.labels import labels_to_regions
 from bratseg.data.layout import Case, find_cases
 from bratseg.errors import CacheError
 from bratseg.preprocessing.config import PreprocessingConfig
+from bratseg.preprocessing.context import with_context
 from bratseg.preprocessing.crop import resize_slices
 from bratseg.preprocessing.pipeline import prepare_case
 from bratseg.preprocessing.slices import select_slices
@@ -50,7 +51,9 @@ def _cache_one(case: Case, config: PreprocessingConfig, part: Path) -> str:
         config.tumour_free_fraction,
         seed=case.case_id,
     )
-    images = np.moveaxis(prepared.image[..., keep], 3, 0)  # [n, C, H, W]
+    # 2.5-D neighbours come from the whole volume: the cache keeps only some slices.
+    image = with_context(prepared.image, config.context_slices)
+    images = np.moveaxis(image[..., keep], 3, 0)  # [n, C * (2k + 1), H, W]
     labels = np.moveaxis(prepared.label[..., keep], 2, 0)  # [n, H, W]
     brain = np.moveaxis(prepared.brain[..., keep], 2, 0)
     if config.resize is not None:
