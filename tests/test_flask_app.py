@@ -336,8 +336,10 @@ def _bad_request(kind: str, bad: dict[str, Path], case: dict[str, Path]) -> dict
         return _upload({**pair, "flair": bad["truncated"]})
     if kind == "2-D image":
         return _upload({**pair, "flair": bad["2d"]})
-    if kind == "shape mismatch":
-        return _upload({**pair, "t1ce": bad["mismatch"]})
+    if kind == "unknown preprocess":
+        return _upload(pair, preprocess="magic")
+    if kind == "shape mismatch":  # on the fast path; under auto, grids that differ go native
+        return {**_upload({**pair, "t1ce": bad["mismatch"]}), "preprocess": "none"}
     if kind == "NaN voxels":
         return _upload({**pair, "flair": bad["nan"]})
     if kind == "missing T1ce":
@@ -380,6 +382,7 @@ BAD_INPUTS = [
     ("nothing", 400, "no input"),
     ("unknown region", 400, "unknown region 'tumour-ish'"),
     ("unknown axis", 400, "unknown axis 'oblique'"),
+    ("unknown preprocess", 400, "unknown preprocess 'magic'; choose one of auto, native, none"),
     ("bad slice", 400, "slice must be a whole number"),
     ("slice out of range", 400, "axial slice 16 is out of range 0..15"),
     ("zip escaping", 400, "'../evil.nii.gz' points outside"),

@@ -156,7 +156,10 @@ def flask_client(segmenter):
 
 @pytest.mark.parametrize("name", list(EXPECTED))
 def test_flask_answers_4xx_json_with_the_reason(flask_client, bad_root: Path, name: str) -> None:
+    # The fast path's refusals: under the default preprocess=auto, input refused for not being in
+    # BraTS space goes through the native pipeline instead (test_serving_native.py).
     files = {m: (io.BytesIO(p.read_bytes()), p.name) for m, p in _files(bad_root, name).items()}
+    files["preprocess"] = "none"
     res = flask_client.post("/api/predict", data=files, content_type="multipart/form-data")
     assert 400 <= res.status_code < 500, res.get_data(as_text=True)
     error = res.get_json()["error"]
@@ -195,7 +198,7 @@ def test_gradio_shows_the_reason(gradio_client, bad_root: Path, name: str) -> No
 
     files = _files(bad_root, name)
     upload = [handle_file(files[m]) if m in files else None for m in ("flair", "t1ce", "t1", "t2")]
-    job = gradio_client.submit(*upload, None, "whole tumour", "axial", api_name="/segment")
+    job = gradio_client.submit(*upload, None, "whole tumour", "axial", "none", api_name="/segment")
     with pytest.raises(AppError) as info:
         job.result(timeout=300)
     text = str(info.value)

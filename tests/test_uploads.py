@@ -24,7 +24,7 @@ from bratseg.serving.uploads import (
     resolve_under_root,
     sniff_nifti,
 )
-from bratseg.serving.zips import case_from_zip
+from bratseg.serving.zips import DicomStudy, case_from_zip
 from bratseg.synthetic import write_synthetic_case
 
 
@@ -237,6 +237,30 @@ def test_too_many_members_is_refused(tmp_path: Path):
     with pytest.raises(UploadError, match="members") as err:
         case_from_zip(many, tmp_path, 1_000_000, max_members=5)
     assert err.value.status == 400
+
+
+def test_zipped_dicom_study_is_extracted_as_a_study(data_dir: Path, tmp_path: Path):
+    from bratseg.native.dispatch import dicom_inputs
+
+    series = data_dir / "dicom" / "siemens" / "series"
+    if not series.is_dir():
+        pytest.skip(f"DICOM series not found at {series}")
+    path = tmp_path / "Study 7.zip"
+    with zipfile.ZipFile(path, "w") as zf:
+        for file in sorted(series.iterdir()):
+            zf.write(file, f"scans/{file.name}")
+    work = tmp_path / "work"
+    work.mkdir()
+    study = case_from_zip(path, work, 50_000_000)
+    assert isinstance(study, DicomStudy) and study.case_id == "Study_7"
+    assert study.folder.is_relative_to(work) and len(list(study.folder.rglob("*"))) == 1 + len(list(series.iterdir()))
+    # What the native pipeline then reads: one series (a FLAIR by its tags), named after the zip.
+    with pytest.raises(InvalidCaseError, match=r"Study_7: no series recognised as T1CE \(series 4 -> flair\)"):
+        dicom_inputs(study.folder)
+    # Memory is bounded by what the pixels decode to (float32), as for NIfTI uploads.
+    with pytest.raises(UploadError, match="once loaded, more than") as err:
+        case_from_zip(path, work, 50_000_000, max_case_bytes=100_000)
+    assert err.value.status == 413
 
 
 def test_zip_without_a_case_or_with_two_cases_is_refused(small_case, tmp_path: Path):

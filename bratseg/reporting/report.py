@@ -180,8 +180,10 @@ def _draw_page(
     w.line(f"Case: {prediction.volumes.case_id}", 12, weight="bold")
     w.line(f"Input sequences: {sequences_line(prediction)}", 10)
     w.line("Preprocessing:", 10)
+    # A native case lists every step of its pipeline: smaller, so the key slices keep their room.
+    size = 10 if len(steps) <= 3 else 7
     for step in steps:
-        w.line(f"- {step}", 10, indent=0.02)
+        w.line(f"- {step}", size, indent=0.02)
     w.space(6)
     w.line("Region volumes (cm³)", 12, weight="bold")
     for name, value in prediction.region_volumes().items():

@@ -24,7 +24,7 @@ from bratseg.serving.demo_files import OutputFolder, private_cache
 from bratseg.serving.render import best_slice, legend_html, render_overlay, slice_count
 from bratseg.serving.results import Result
 from bratseg.serving.uploads import case_from_uploads
-from bratseg.serving.zips import case_from_zip
+from bratseg.serving.zips import DicomStudy, case_from_zip
 from bratseg.synthetic import write_synthetic_case
 
 log = logging.getLogger("bratseg.gradio")
@@ -122,6 +122,18 @@ def confidence_markdown(result: Result) -> str:
     return "\n".join(lines)
 
 
+def preprocessing_markdown(result: Result) -> str:
+    """What ran before the model, for the status line: nothing, or the native steps."""
+    info = result.summary.get("preprocessing") or {}
+    if info.get("path") != "native":
+        return "No preprocessing: the scans are in BraTS space."
+    steps = "\n".join(f"{i}. {step}" for i, step in enumerate(info.get("steps", []), 1))
+    return (
+        f"Native scans: skull-stripped, co-registered and registered to BraTS space; the labels are shown on "
+        f"the {info.get('reference', 't1ce')} grid.\n\n{steps}"
+    )
+
+
 def viewer_html(result_id: str | None) -> str:
     """The embedded viewer (an iframe onto the mounted Flask viewer) and a link to open it
     full-size; a note when there is no result."""
@@ -143,7 +155,7 @@ def case_from_inputs(
     zip_file: str | None,
     workdir: Path,
     max_zip_bytes: int,
-) -> Case:
+) -> Case | DicomStudy:
     nifti = {"flair": flair, "t1ce": t1ce, "t1": t1, "t2": t2}
     given = {k: Path(v) for k, v in nifti.items() if v}
     if zip_file and given:

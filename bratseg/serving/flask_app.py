@@ -9,9 +9,11 @@ Routes:
   the files. The original text fields ``flair_path`` / ``ce_path`` are accepted too, but
   only beneath the configured data root.
 * ``POST /api/predict``: the same fields plus ``t1``, ``t2``, ``zip`` (a zipped case
-  folder), ``slice``, ``axis`` and ``region``; answers JSON with the volumes, the overlay,
-  ``confidence``, ``warnings``, ``viewer_url``, ``labels_url``, ``uncertainty_url`` and
-  ``report_url``.
+  folder or DICOM study), ``slice``, ``axis``, ``region`` and ``preprocess`` (``auto``, the
+  default, sends scans that are not in BraTS space through the native pipeline; ``native``;
+  ``none``); answers JSON with the volumes, the overlay, ``confidence``, ``warnings``,
+  ``preprocessing`` (``path``, ``reference``, ``steps``), ``viewer_url``, ``labels_url``,
+  ``uncertainty_url`` and ``report_url``. A native case's labels are on its T1ce's grid.
 * ``GET /viewer/<id>``, ``GET /api/result/<id>/<file>``, ``GET /api/result/<id>.nii.gz``:
   the interactive viewer and the files of a recent prediction, from a bounded in-memory
   store (:mod:`bratseg.serving.viewer`, :mod:`bratseg.serving.results`).
@@ -41,6 +43,7 @@ from werkzeug.exceptions import HTTPException, RequestEntityTooLarge
 from bratseg.data.layout import Case
 from bratseg.errors import BratsegError, InvalidCaseError, ModelLoadError
 from bratseg.inference.regions import ORIGINAL_PARTS
+from bratseg.native.dispatch import Preprocess
 from bratseg.serving.form import (
     UploadLimits,
     UploadRequest,
@@ -62,6 +65,7 @@ from bratseg.serving.render import (
 )
 from bratseg.serving.results import DEFAULT_MAX_AGE_S, ResultStore, build_result, labels_nifti_gz
 from bratseg.serving.service import CaseProcessingError, InferenceService, ServiceBusyError
+from bratseg.serving.shown import parse_preprocess, segment_for_viewing
 from bratseg.serving.uploads import (
     DEFAULT_MAX_CASE_BYTES,
     DEFAULT_MAX_VOXELS,
@@ -69,6 +73,7 @@ from bratseg.serving.uploads import (
     request_workdir,
 )
 from bratseg.serving.viewer import init_viewer, result_urls
+from bratseg.serving.zips import DicomStudy
 
 __all__ = ["ResultStore", "create_app", "labels_nifti_gz", "serve"]
 
@@ -191,6 +196,7 @@ def create_app(
             report_url=result["report_url"],
             confidence=result["confidence"],
             warnings=result["warnings"],
+            preprocessing=result.get("preprocessing"),
         )
 
     @app.post("/api/predict")
@@ -295,9 +301,10 @@ def _predict_request(region_fields: tuple[str, ...], default_region: str, with_i
         region = parse_region(next((value for value in given if value), default_region))
         axis = parse_axis(request.form.get("axis") or "axial")
         index = parse_slice(request.form.get("slice"))
+        preprocess = parse_preprocess(request.form.get("preprocess"))
         case = case_from_request(request, state.limits)
         try:
-            return _predict(case, region, axis, index, with_inputs)
+            return _predict(case, region, axis, index, with_inputs, preprocess)
         except BratsegError:
             raise
         except Exception as exc:
@@ -307,11 +314,14 @@ def _predict_request(region_fields: tuple[str, ...], default_region: str, with_i
             ) from exc
 
 
-def _predict(case: Case, region: str, axis: str, index: int | None, with_inputs: bool) -> dict[str, Any]:
+def _predict(
+    case: Case | DicomStudy, region: str, axis: str, index: int | None, with_inputs: bool, preprocess: Preprocess
+) -> dict[str, Any]:
     """Run the model and build what both the page and the API report."""
     state = _state()
     precheck_slice(case, axis, index)
-    prediction = state.service.segment(case)
+    shown = segment_for_viewing(state.service, case, preprocess)
+    prediction = shown.prediction
     volumes = prediction.volumes
     if index is None:
         index = best_slice(
@@ -319,7 +329,12 @@ def _predict(case: Case, region: str, axis: str, index: int | None, with_inputs:
         )
     overlay = draw_legend(render_overlay(volumes, prediction.labels, region, axis, index), region)
     stored = build_result(
-        prediction, case.images, max_bytes=state.results.max_result_bytes, model_dir=state.service.model_dir
+        prediction,
+        shown.scans,
+        max_bytes=state.results.max_result_bytes,
+        model_dir=state.service.model_dir,
+        model_space=shown.model_space,
+        preprocessing=shown.preprocessing,
     )
     key = state.results.put(stored)
     body = {

@@ -21,7 +21,7 @@ from bratseg.data.layout import MODALITIES, Case
 from bratseg.inference.regions import ORIGINAL_PARTS, REGION_LABELS, resolve_region
 from bratseg.serving.render import AXES, slice_count
 from bratseg.serving.uploads import UploadError, case_from_uploads, resolve_under_root
-from bratseg.serving.zips import case_from_zip
+from bratseg.serving.zips import DicomStudy, case_from_zip
 
 # The original form's text fields, and the modality each names.
 PATH_FIELDS = {"flair_path": "flair", "ce_path": "t1ce", "t1_path": "t1", "t2_path": "t2"}
@@ -89,8 +89,9 @@ def saved_upload(storage: FileStorage, workdir: Path, field: str) -> Path:
     return path
 
 
-def case_from_request(request: Request, limits: UploadLimits) -> Case:
-    """The case a request describes: a zip, uploaded files, or paths beneath the data root."""
+def case_from_request(request: Request, limits: UploadLimits) -> Case | DicomStudy:
+    """The case a request describes: a zip (a case folder or a DICOM study), uploaded files,
+    or paths beneath the data root."""
     workdir: Path = g.bratseg_workdir
     files = request.files  # reading it parses the body: 413 is raised here when too large
     zipped = files.get("zip")
@@ -122,12 +123,13 @@ def case_from_request(request: Request, limits: UploadLimits) -> Case:
     )
 
 
-def precheck_slice(case: Case, axis: str, index: int | None) -> None:
-    """Refuse an out-of-range slice from the header alone, before minutes of prediction."""
-    if index is None:
+def precheck_slice(case: Case | DicomStudy, axis: str, index: int | None) -> None:
+    """Refuse an out-of-range slice from the header alone, before minutes of prediction. The
+    slice is on the T1ce's grid: the labels are, on the native path too (DICOM is not checked)."""
+    if index is None or isinstance(case, DicomStudy):
         return
     try:
-        img = nib.load(str(case.images["flair"]))
+        img = nib.load(str(case.images["t1ce"]))
         shape, affine = img.shape, img.affine
     except Exception:  # noqa: BLE001 - a broken file is reported by load_case with its reason
         return

@@ -16,7 +16,7 @@ folder of the process (:mod:`bratseg.serving.demo_files`), removed at exit.
 
 API endpoints (for ``gradio_client``; the session's prediction is implicit):
 
-* ``/segment`` (flair, t1ce, t1, t2, zip, region, view) -> overlay, legend, slice, volumes,
+* ``/segment`` (flair, t1ce, t1, t2, zip, region, view, preprocess = auto) -> overlay, legend, slice, volumes,
   segmentation file, seconds, status, viewer (HTML of the embedded viewer), confidence
   (Markdown: score, flag and warnings), report (PDF file)
 * ``/render`` (region, view, slice) -> overlay, legend
@@ -32,14 +32,14 @@ Example:
 from __future__ import annotations
 
 import logging
-from typing import Any, Protocol
+from typing import Any
 
 import gradio as gr
 
-from bratseg.data.layout import Case
 from bratseg.errors import BratsegError
 from bratseg.inference.predictor import Prediction
 from bratseg.inference.regions import ORIGINAL_PARTS
+from bratseg.native.dispatch import PREPROCESS_CHOICES
 from bratseg.serving.demo_files import private_cache
 from bratseg.serving.demo_parts import (
     OUTPUTS,
@@ -49,6 +49,7 @@ from bratseg.serving.demo_parts import (
     confidence_markdown,
     draw,
     is_synthetic,
+    preprocessing_markdown,
     slice_range,
     slider,
     slim,
@@ -58,6 +59,7 @@ from bratseg.serving.demo_parts import (
 )
 from bratseg.serving.render import AXES, legend_html
 from bratseg.serving.results import REPORT, Result, ResultStore, build_result
+from bratseg.serving.shown import SegmentationService, parse_preprocess, segment_for_viewing
 from bratseg.serving.uploads import request_workdir
 
 log = logging.getLogger("bratseg.gradio")
@@ -92,12 +94,6 @@ CSS = """
 """
 
 
-class SegmentationService(Protocol):
-    """What the demo needs of a service: :class:`~bratseg.serving.service.InferenceService`."""
-
-    def segment(self, case: Case) -> Prediction: ...
-
-
 # ------------------------------------------------------------------------------ helpers
 
 
@@ -127,15 +123,22 @@ def build_demo(
     private_cache()  # before gr.Blocks: Gradio reads its cache folder when a Blocks is made
     results = ResultStore() if results is None else results
 
-    def predict(flair, t1ce, t1, t2, zip_file) -> tuple[Prediction, Result, str, str]:
-        """Predict, keep the result for the viewer, write the downloads; every failure
-        becomes a message for the user."""
+    def predict(flair, t1ce, t1, t2, zip_file, preprocess) -> tuple[Prediction, Result, str, str]:
+        """Predict (on the native path for scans not in BraTS space), keep the result for the
+        viewer, write the downloads; every failure becomes a message for the user."""
         try:
             with request_workdir() as workdir:
                 case = case_from_inputs(flair, t1ce, t1, t2, zip_file, workdir, max_zip_bytes)
-                prediction = service.segment(case)
+                shown = segment_for_viewing(service, case, parse_preprocess(preprocess))
+                prediction = shown.prediction
                 # Read the scans the viewer shows while the request folder still holds them.
-                result = build_result(prediction, case.images, max_bytes=results.max_result_bytes)
+                result = build_result(
+                    prediction,
+                    shown.scans,
+                    max_bytes=results.max_result_bytes,
+                    model_space=shown.model_space,
+                    preprocessing=shown.preprocessing,
+                )
             key = results.put(result)
             out = OUTPUTS.new_file(f"{prediction.volumes.case_id}_seg.nii.gz")
             out.write_bytes(result.files["labels.nii.gz"].data)
@@ -162,8 +165,9 @@ def build_demo(
         zip_file: str | None,
         region: str,
         view: str,
+        preprocess: str = "auto",
     ) -> tuple[Any, ...]:
-        prediction, result, key, labels_file = predict(flair, t1ce, t1, t2, zip_file)
+        prediction, result, key, labels_file = predict(flair, t1ce, t1, t2, zip_file, preprocess)
         vols = prediction.volumes
         log.info("segmented %s %s in %.2f s", vols.case_id, "x".join(map(str, vols.shape)), prediction.seconds)
         prediction = slim(prediction)
@@ -177,7 +181,7 @@ def build_demo(
         spacing = " × ".join(f"{s:g}" for s in vols.spacing)
         status = (
             f"Segmented **{vols.case_id}**{synthetic}: {' × '.join(map(str, vols.shape))} voxels of "
-            f"{spacing} mm, in {prediction.seconds:.1f} s."
+            f"{spacing} mm, in {prediction.seconds:.1f} s. {preprocessing_markdown(result)}"
         )
         report = None
         if REPORT in result.files:
@@ -226,8 +230,9 @@ def build_demo(
     ) as demo:
         gr.Markdown(
             "# bratseg: brain-tumour segmentation\n"
-            "Upload a BraTS-style MRI case (FLAIR and T1ce are required, T1 and T2 optional; `.nii` or `.nii.gz`), "
-            "or one `.zip` of a case folder, and press **Segment**. A 2-D U-Net labels necrotic core, edema and "
+            "Upload an MRI case (FLAIR and T1ce are required, T1 and T2 optional; `.nii` or `.nii.gz`, in BraTS "
+            "space or as scanned), or one `.zip` of a case folder or a DICOM study, and press **Segment**. "
+            "A 2-D U-Net labels necrotic core, edema and "
             "enhancing tumour. *Research demo, not for diagnosis.*"
         )
         prediction_state = gr.State(None, time_to_live=STATE_TTL_S)
@@ -241,13 +246,21 @@ def build_demo(
                         with gr.Row():
                             t1 = _nifti_box("T1 (optional)", "t1")
                             t2 = _nifti_box("T2 (optional)", "t2")
-                    with gr.Tab("Zipped case folder"):
+                    with gr.Tab("Zipped case folder or DICOM study"):
                         zip_file = gr.File(
-                            label="One .zip of a case folder (any BraTS naming, any depth)",
+                            label="One .zip of a case folder (any BraTS naming, any depth) or of a DICOM study",
                             file_types=[".zip"],
                             height=FILE_BOX,
                             elem_id="zip",
                         )
+                preprocess = gr.Radio(
+                    list(PREPROCESS_CHOICES),
+                    value="auto",
+                    label="Preprocessing",
+                    info="auto: scans not in BraTS space (with skull, any grid, DICOM) are skull-stripped and "
+                    "registered first; native: always; none: the scans are already in BraTS space",
+                    elem_id="preprocess",
+                )
                 with gr.Row():
                     segment_button = gr.Button("Segment", variant="primary", elem_id="segment")
                     example_button = gr.Button("Load synthetic example", elem_id="example")
@@ -287,7 +300,7 @@ def build_demo(
 
         segment_event = dict(
             fn=segment,
-            inputs=[flair, t1ce, t1, t2, zip_file, region, view],
+            inputs=[flair, t1ce, t1, t2, zip_file, region, view, preprocess],
             outputs=[
                 prediction_state,
                 *(overlay, legend, index, volumes, download, seconds, status, viewer, confidence, report),

@@ -28,6 +28,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import nibabel as nib
+
 from bratseg.data.layout import MODALITIES
 from bratseg.errors import BratsegError
 from bratseg.inference.confidence import LOW_CONFIDENCE_MESSAGE, assess, uncertainty_image
@@ -147,30 +149,46 @@ def labels_nifti_gz(prediction: Prediction) -> bytes:
     return _gz(prediction.to_nifti().to_bytes(), 6)
 
 
-def _scan_bytes(path: Path) -> bytes:
-    """An input scan as gzipped NIfTI bytes: as uploaded when it already is gzipped."""
-    data = Path(path).read_bytes()
+def _scan_bytes(scan: Path | nib.Nifti1Image) -> bytes:
+    """A scan as gzipped NIfTI bytes: a file as uploaded when it already is gzipped."""
+    if isinstance(scan, nib.Nifti1Image):
+        return _gz(scan.to_bytes())
+    data = Path(scan).read_bytes()
     return data if data[:2] == _GZIP else _gz(data)
 
 
-def _report_pdf(prediction: Prediction, confidence: Any, model_dir: Path | None) -> bytes:
-    from bratseg.reporting.report import write_report
+def _report_pdf(
+    prediction: Prediction, confidence: Any, model_dir: Path | None, preprocessing: dict[str, Any] | None
+) -> bytes:
+    from bratseg.reporting.report import preprocessing_steps, write_report
 
+    steps = None  # the model's own BraTS-space steps
+    if preprocessing is not None and preprocessing.get("path") == "native":
+        steps = [*preprocessing.get("steps", []), *preprocessing_steps(model_dir)]
     with tempfile.TemporaryDirectory(prefix="bratseg-report-") as folder:
-        path = write_report(prediction, Path(folder) / REPORT, model_dir=model_dir, confidence=confidence)
+        path = write_report(
+            prediction, Path(folder) / REPORT, model_dir=model_dir, confidence=confidence, preprocessing=steps
+        )
         return path.read_bytes()
 
 
 def build_result(
     prediction: Prediction,
-    scans: dict[str, Path] | None = None,
+    scans: dict[str, Path | nib.Nifti1Image] | None = None,
     *,
     max_bytes: int = DEFAULT_MAX_BYTES // 4,
     model_dir: Path | None = None,
     report: bool = True,
+    model_space: Prediction | None = None,
+    preprocessing: dict[str, Any] | None = None,
 ) -> Result:
     """The :class:`Result` of ``prediction``: label map, uncertainty map, PDF report, and the
-    input scans (``scans``: modality -> file, read now, so the files may go afterwards).
+    scans it is drawn over (``scans``: modality -> file, read now, so the files may go
+    afterwards, or an image in memory).
+
+    ``model_space`` is the prediction on the grid the model saw, when ``prediction`` was
+    resampled onto the patient's (the native path): the confidence score is computed there,
+    where it was calibrated. ``preprocessing`` (what ran before the model) joins the summary.
 
     Scans are added in :data:`MODALITIES` order while the result stays within ``max_bytes``
     (the label map, the uncertainty map and the report always are). A missing confidence
@@ -183,7 +201,7 @@ def build_result(
     warnings = list(prediction.warnings)
     confidence = None
     try:
-        confidence = assess(prediction)
+        confidence = assess(model_space or prediction)
         uncertainty = _gz(uncertainty_image(prediction).to_bytes())
         files[UNCERTAINTY] = StoredFile(uncertainty, "application/gzip", f"{case}_uncertainty.nii.gz")
     except BratsegError as exc:
@@ -193,7 +211,7 @@ def build_result(
     if report:
         try:
             files[REPORT] = StoredFile(
-                _report_pdf(prediction, confidence, model_dir), "application/pdf", f"{case}_report.pdf"
+                _report_pdf(prediction, confidence, model_dir, preprocessing), "application/pdf", f"{case}_report.pdf"
             )
         except Exception as exc:  # noqa: BLE001 - the report is an extra: the prediction still stands
             log.exception("report of %s failed", case)
@@ -219,4 +237,6 @@ def build_result(
         "confidence": None if confidence is None else confidence.to_dict(),
         "warnings": warnings,
     }
+    if preprocessing is not None:
+        summary["preprocessing"] = preprocessing
     return Result(volumes.case_id, files, summary)

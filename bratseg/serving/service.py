@@ -22,14 +22,19 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from bratseg.data.io import CaseVolumes
 from bratseg.data.layout import Case
 from bratseg.errors import BratsegError, ModelLoadError
 from bratseg.inference.predictor import Prediction, Segmenter, from_pretrained
+from bratseg.native.dispatch import Preprocess, segment_any
+
+if TYPE_CHECKING:
+    from bratseg.native.pipeline import NativePrediction
 
 log = logging.getLogger(__name__)
 
@@ -192,8 +197,19 @@ class InferenceService:
         if full:  # outside the lock: the estimate takes it too
             raise self._busy(f"{running} predictions running, {waiting} waiting")
 
-    def segment(self, case: Case | CaseVolumes | str | Path) -> Prediction:
+    def segment(
+        self,
+        case: Case | CaseVolumes | str | Path,
+        preprocess: Preprocess = "none",
+        log: Callable[[str], None] | None = None,
+    ) -> Prediction | NativePrediction:
         """Load, validate and predict ``case`` once a slot is free.
+
+        ``preprocess`` picks the path as ``bratseg predict --preprocess`` does
+        (:func:`~bratseg.native.dispatch.segment_any`): ``none`` (the default) is the fast path
+        for BraTS-space input; ``auto`` also takes native scans (any grid, with skull) and DICOM
+        study folders through the native pipeline, which returns a
+        :class:`~bratseg.native.pipeline.NativePrediction`; ``log`` receives what each step did.
 
         Raises :class:`~bratseg.errors.BratsegError` subclasses only:
         :class:`~bratseg.errors.InvalidCaseError` (and the guards' refusals) for bad input,
@@ -220,7 +236,10 @@ class InferenceService:
         try:
             # Loading happens inside the slot too: the input volumes are most of the memory.
             t0 = time.perf_counter()
-            prediction = segmenter.segment(case)
+            if preprocess == "none" or isinstance(case, CaseVolumes):
+                prediction = segmenter.segment(case)  # the guards name what is not BraTS-like
+            else:
+                prediction = segment_any(segmenter, case, preprocess, log=log)
             with self._count_lock:
                 self._recent = [*self._recent[-(_RECENT - 1) :], time.perf_counter() - t0]
             return prediction

@@ -1,6 +1,6 @@
-"""A zipped case folder, extracted safely: the one case it holds, or an
-:class:`~bratseg.serving.uploads.UploadError` saying why not (paths escaping the folder,
-links, zip bombs, lying directories, no case or several).
+"""A zipped case folder or DICOM study, extracted safely: the one case it holds (NIfTI files,
+or the DICOM series of one study), or an :class:`~bratseg.serving.uploads.UploadError` saying
+why not (paths escaping the folder, links, zip bombs, lying directories, no case or several).
 """
 
 from __future__ import annotations
@@ -10,6 +10,7 @@ import stat
 import tempfile
 import zipfile
 import zlib
+from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 
 from bratseg.data.layout import Case, find_cases
@@ -21,15 +22,31 @@ from bratseg.serving.uploads import (
     check_size,
     mb,
     read_nifti_header,
+    safe_case_id,
 )
 
-DEFAULT_MAX_MEMBERS = 64
+# A DICOM series is one file per slice: four sequences of 150-200 slices are near a thousand.
+DEFAULT_MAX_MEMBERS = 2048
 # Deflate cannot beat ~1030:1; real (already gzipped) NIfTI files in a zip are near 1:1 and
 # raw .nii files of skull-stripped MRI about 5-20:1. Only members above a megabyte are
 # judged, because tiny files of zeros legitimately compress very well.
 DEFAULT_MAX_RATIO = 200
 _RATIO_MIN_BYTES = 1 << 20
 _CHUNK = 1 << 20
+# DICOM pixels are stored as 16-bit integers and held as float32 once read.
+_DICOM_DECODED_PER_BYTE = 2
+
+
+@dataclass(frozen=True)
+class DicomStudy:
+    """An extracted DICOM study: ``folder`` (named after the zip) holds its series, in
+    subfolders or mixed, for :func:`~bratseg.native.dispatch.segment_any`."""
+
+    folder: Path
+
+    @property
+    def case_id(self) -> str:
+        return self.folder.name
 
 
 def case_from_zip(
@@ -40,9 +57,10 @@ def case_from_zip(
     max_ratio: float = DEFAULT_MAX_RATIO,
     max_voxels: int = DEFAULT_MAX_VOXELS,
     max_case_bytes: int = DEFAULT_MAX_CASE_BYTES,
-) -> Case:
+) -> Case | DicomStudy:
     """Extract a zipped case folder safely into a new folder under ``workdir`` and return the
-    one case it holds (any naming :func:`~bratseg.data.layout.find_cases` knows, at any depth).
+    one case it holds (any naming :func:`~bratseg.data.layout.find_cases` knows, at any depth),
+    or, when it holds no NIfTI case but DICOM files, the :class:`DicomStudy` they make up.
 
     Refused with :class:`UploadError`: not a zip (400), encrypted members (400), members
     whose path escapes the folder (absolute, ``..``, drive letters) or that are symlinks or
@@ -60,13 +78,26 @@ def case_from_zip(
         raise UploadError(f"{zip_path.name}: not a readable zip archive ({exc})", 400) from None
     with archive:
         members = _vet_members(archive, max_uncompressed_bytes, max_members, max_ratio)
-        dest = Path(tempfile.mkdtemp(prefix="zip-", dir=workdir)).resolve()
-        _extract(archive, members, dest, max_uncompressed_bytes)
+        # Named after the zip: a DICOM study's case id is its folder's name.
+        dest = Path(tempfile.mkdtemp(prefix="zip-", dir=workdir)).resolve() / safe_case_id(zip_path.stem)
+        dest.mkdir()
+        extracted = _extract(archive, members, dest, max_uncompressed_bytes)
     cases = find_cases(dest)  # a case folder without T1ce raises MissingModalityError
     if not cases:
+        from bratseg.native.dispatch import holds_dicom
+
+        if holds_dicom(dest):
+            if extracted * _DICOM_DECODED_PER_BYTE > max_case_bytes:
+                raise UploadError(
+                    f"{zip_path.name}: the DICOM images would take about {mb(extracted * _DICOM_DECODED_PER_BYTE)} "
+                    f"once loaded, more than the {mb(max_case_bytes)} allowed per case",
+                    413,
+                )
+            return DicomStudy(dest)
         raise UploadError(
             f"{zip_path.name}: no case found; zip a folder holding FLAIR and T1ce NIfTI files named like "
-            "<case>_flair.nii.gz and <case>_t1ce.nii.gz (or BraTS 2023's -t2f / -t1c)",
+            "<case>_flair.nii.gz and <case>_t1ce.nii.gz (or BraTS 2023's -t2f / -t1c), or the DICOM series "
+            "of one study",
             400,
         )
     if len(cases) > 1:
@@ -133,7 +164,8 @@ def _safe_member_path(info: zipfile.ZipInfo, name: str) -> PurePosixPath | None:
 
 def _extract(
     archive: zipfile.ZipFile, members: list[tuple[zipfile.ZipInfo, PurePosixPath]], dest: Path, max_bytes: int
-) -> None:
+) -> int:
+    """Extract the vetted ``members`` under ``dest``; returns the bytes written."""
     name = Path(archive.filename or "upload.zip").name
     total = 0
     for info, rel in members:
@@ -164,3 +196,4 @@ def _extract(
             raise UploadError(f"{name}: member {info.filename!r} appears twice", 400) from None
         except (zipfile.BadZipFile, zlib.error, EOFError, NotImplementedError) as exc:
             raise UploadError(f"{name}: member {info.filename!r} cannot be extracted ({exc})", 400) from None
+    return total
