@@ -102,6 +102,18 @@ def test_cli_report_runs_the_model(brats18_case, tmp_path, capsys, one_torch_thr
     assert (tmp_path / "p.png").stat().st_size > 10_000
 
 
+@pytest.mark.slow
+def test_cli_report_of_native_scans(native_dir, tmp_path, capsys):
+    # Scans as scanned: the native pipeline runs and the report lists its steps, on the T1ce grid.
+    out = tmp_path / "native.pdf"
+    assert main(["report", str(native_dir), "--out", str(out)]) == 0
+    assert f"report written to {out}; confidence 0." in capsys.readouterr().out
+    text, reader = _text(out)
+    assert len(reader.pages) == 1 and "TCGA-FG-6692" in text
+    for step in ("native preprocessing:", "skull-strip", "co-register", "back to the patient", "z-score"):
+        assert step in text, (step, text)
+
+
 def test_cli_report_of_a_given_label_map(prediction, brats18_case, tmp_path, capsys):
     seg = prediction.save(tmp_path / "pred.nii.gz")
     out = tmp_path / "seg.pdf"

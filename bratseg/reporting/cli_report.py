@@ -3,7 +3,9 @@
     bratseg report CASE_DIR --out report.pdf [--model MODEL_DIR] [--png panel.png]
     bratseg report CASE_DIR --seg SEG.nii.gz --out report.pdf [--confidence]
 
-Given a case folder it runs the model and reports its prediction. Given ``--seg`` as well it
+Given a case folder it runs the model and reports its prediction; scans as scanned (with skull,
+each sequence on its own grid) take the native pipeline, as under ``bratseg predict``, and are
+reported on the patient's T1ce grid with every preprocessing step listed. Given ``--seg`` as well it
 reports that label map (BraTS 2020 0/1/2/4 or BraTS 2023 0/1/2/3, on the case's grid) without
 running the model, so it takes seconds; the confidence score is then "not computed", since it
 is read from the model's probabilities. ``--confidence`` runs the model once for them. The
@@ -83,23 +85,38 @@ def run_report(args: argparse.Namespace) -> None:
     from bratseg.inference.predictor import Prediction, from_pretrained
     from bratseg.reporting.report import write_report
 
-    volumes = load_case(case, with_label=False)
+    from bratseg.inference.confidence import assess
+
+    steps = confidence = None  # the model's own preprocessing; scored on the prediction itself
     if args.seg is not None:
+        volumes = load_case(case, with_label=False)
         labels = load_label_map(args.seg, volumes)
         prediction = Prediction(labels, volumes, 0.0)
         if args.confidence:
             modelled = from_pretrained(args.model).segment(volumes)
             prediction.probabilities, prediction.warnings = modelled.probabilities, modelled.warnings
     else:
-        prediction = from_pretrained(args.model).segment(volumes)
-    out = write_report(prediction, args.out, model_dir=args.model)
+        from bratseg.native.dispatch import segment_any
+        from bratseg.native.pipeline import NativePrediction
+
+        steps_run: list[str] = []
+        result = segment_any(from_pretrained(args.model), case, "auto", log=steps_run.append)
+        prediction = result
+        if isinstance(result, NativePrediction):  # scans as scanned: reported on the patient's T1ce grid
+            from bratseg.native.patient_view import on_patient_grid
+            from bratseg.reporting.report import preprocessing_steps
+
+            prediction = on_patient_grid(result)
+            steps = [*steps_run, *preprocessing_steps(args.model)]
+            confidence = assess(result.brats)  # where the score was calibrated
+    out = write_report(prediction, args.out, model_dir=args.model, preprocessing=steps, confidence=confidence)
     if args.png is not None:
         from bratseg.reporting.figures import key_slice_panel
 
         key_slice_panel(prediction, args.png)
     line = f"report written to {out}"
-    if prediction.probabilities is not None:
-        from bratseg.inference.confidence import assess
-
-        line += f"; {assess(prediction).describe()}"
+    if confidence is None and prediction.probabilities is not None:
+        confidence = assess(prediction)
+    if confidence is not None:
+        line += f"; {confidence.describe()}"
     print(line)
