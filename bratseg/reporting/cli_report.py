@@ -82,10 +82,9 @@ def run_report(args: argparse.Namespace) -> None:
         raise ReportError(f"{args.out}: is a folder; give the PDF's file name")
 
     from bratseg.data.io import load_case
+    from bratseg.inference.confidence import assess
     from bratseg.inference.predictor import Prediction, from_pretrained
     from bratseg.reporting.report import write_report
-
-    from bratseg.inference.confidence import assess
 
     steps = confidence = None  # the model's own preprocessing; scored on the prediction itself
     if args.seg is not None:
