@@ -426,10 +426,10 @@ class CountingService:
         self.calls = 0
         self._lock = threading.Lock()
 
-    def segment(self, case, preprocess="none", log=None):
+    def segment(self, case, preprocess="none", progress=None):
         with self._lock:
             self.calls += 1
-        return self.service.segment(case, preprocess, log=log)
+        return self.service.segment(case, preprocess, progress=progress)
 
 
 def test_rerendering_never_calls_the_service(tmp_path, monkeypatch):

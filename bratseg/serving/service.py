@@ -201,7 +201,7 @@ class InferenceService:
         self,
         case: Case | CaseVolumes | str | Path,
         preprocess: Preprocess = "none",
-        log: Callable[[str], None] | None = None,
+        progress: Callable[[str], None] | None = None,
     ) -> Prediction | NativePrediction:
         """Load, validate and predict ``case`` once a slot is free.
 
@@ -209,7 +209,7 @@ class InferenceService:
         (:func:`~bratseg.native.dispatch.segment_any`): ``none`` (the default) is the fast path
         for BraTS-space input; ``auto`` also takes native scans (any grid, with skull) and DICOM
         study folders through the native pipeline, which returns a
-        :class:`~bratseg.native.pipeline.NativePrediction`; ``log`` receives what each step did.
+        :class:`~bratseg.native.pipeline.NativePrediction`; ``progress`` receives what each step did.
 
         Raises :class:`~bratseg.errors.BratsegError` subclasses only:
         :class:`~bratseg.errors.InvalidCaseError` (and the guards' refusals) for bad input,
@@ -239,7 +239,7 @@ class InferenceService:
             if preprocess == "none" or isinstance(case, CaseVolumes):
                 prediction = segmenter.segment(case)  # the guards name what is not BraTS-like
             else:
-                prediction = segment_any(segmenter, case, preprocess, log=log)
+                prediction = segment_any(segmenter, case, preprocess, log=progress)
             with self._count_lock:
                 self._recent = [*self._recent[-(_RECENT - 1) :], time.perf_counter() - t0]
             return prediction

@@ -29,7 +29,9 @@ BRATS_SPACE_STEP = "none: the scans are already in BraTS space (co-registered, s
 class SegmentationService(Protocol):
     """What the front ends need of a service: :class:`~bratseg.serving.service.InferenceService`."""
 
-    def segment(self, case: Any, preprocess: Preprocess = "none", log: Callable[[str], None] | None = None) -> Any: ...
+    def segment(
+        self, case: Any, preprocess: Preprocess = "none", progress: Callable[[str], None] | None = None
+    ) -> Any: ...
 
 
 @dataclass
@@ -65,7 +67,9 @@ def segment_for_viewing(
     from bratseg.native.pipeline import NativePrediction
 
     steps: list[str] = []
-    result = service.segment(source.folder if isinstance(source, DicomStudy) else source, preprocess, log=steps.append)
+    result = service.segment(
+        source.folder if isinstance(source, DicomStudy) else source, preprocess, progress=steps.append
+    )
     if not isinstance(result, NativePrediction):
         return Shown(result, result, dict(source.images), {"path": "brats-space", "steps": [BRATS_SPACE_STEP]})
     shown = on_patient_grid(result)
