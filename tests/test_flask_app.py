@@ -487,11 +487,17 @@ def _free_port() -> int:
 
 
 @pytest.mark.slow
-def test_eight_concurrent_predictions_on_a_waitress_server(app, service, brats18_dir, temp_root):
+def test_eight_concurrent_predictions_on_a_waitress_server(app, service, brats18_dir, temp_root, tmp_path):
     import waitress
+    from serving_cases import crop_case
 
+    # Real cases cut to the 32 slices around their largest tumour section: the concurrency is
+    # what is tested here, and full volumes would cost five times the time.
     cases = sorted(p for p in brats18_dir.iterdir() if p.is_dir())[:8]
     assert len(cases) == 8
+    for case_dir in cases:
+        crop_case(case_dir, tmp_path / "cropped", slices=32, modalities=("flair", "t1ce"))
+    cases = [tmp_path / "cropped" / c.name for c in cases]
     server = waitress.create_server(app, host="127.0.0.1", port=0, threads=8)
     thread = threading.Thread(target=server.run, daemon=True)
     thread.start()
