@@ -49,6 +49,7 @@ def _cmd_train(args: argparse.Namespace) -> None:
         init_weights=args.init_weights and str(args.init_weights),
         fold=args.fold,
         num_folds=args.num_folds,
+        all_cases=args.all_cases or None,
     )
     run = train(args.cache, args.out, config, resume=args.resume)
     print(f"run written to {run}; model folder {run / 'model'}")
@@ -113,6 +114,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--max-train-batches", type=int, help="cap batches per epoch (smoke runs)")
     p.add_argument("--fold", type=int, help="train this cross-validation fold (0-based) instead of the cache's split")
     p.add_argument("--num-folds", type=int, help="folds of the cross-validation (default 5)")
+    p.add_argument(
+        "--all-cases",
+        action="store_true",
+        help="train on every case of the cache, none held out (to ship a configuration chosen by cross-validation)",
+    )
     p.add_argument("--init-weights", type=Path, help="start from this exported model folder (fine-tuning)")
     p.add_argument("--resume", action="store_true", help="continue from RUN_DIR/last.pt")
     p.set_defaults(func=_cmd_train)

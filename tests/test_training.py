@@ -235,6 +235,20 @@ def test_without_validation_cases_the_first_epoch_is_best(synthetic_root: Path, 
     assert (run / "best.safetensors").is_file() and (run / "model").is_dir()
 
 
+def test_all_cases_trains_on_every_case_of_the_cache(tiny_cache: Path, tmp_path: Path, capsys):
+    from bratseg.training.trainer import load_split
+
+    split = json.loads((tiny_cache / "split.json").read_text())
+    everything = sorted(split["train"] + split["val"])
+    assert split["val"] and load_split(tiny_cache, TrainConfig(all_cases=True))["train"] == everything
+    assert main(["train", "--cache", str(tiny_cache), "--out", str(tmp_path / "run"), *SMALL_FLAGS, "--all-cases"]) == 0
+    saved = json.loads((tmp_path / "run" / "train_config.json").read_text())
+    assert saved["all_cases"] is True and [m["dice_WT"] for m in metrics(tmp_path / "run")] == [None, None]
+    assert (tmp_path / "run" / "model" / "model.safetensors").is_file()
+    assert main(["train", "--cache", str(tiny_cache), "--out", str(tmp_path / "x"), "--all-cases", "--fold", "0"]) == 2
+    assert "--all-cases trains on every case: it takes no --fold" in capsys.readouterr().err
+
+
 def test_epoch_seeds_differ_per_epoch_and_rank():
     assert epoch_seed(0, 1) == 1  # rank 0 keeps the single-process formula of earlier runs
     seeds = {epoch_seed(s, e, r) for s in range(3) for e in range(1, 40) for r in range(8)}

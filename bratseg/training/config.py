@@ -33,6 +33,9 @@ class TrainConfig:
         fold: train one fold of a ``num_folds``-fold cross-validation over all the cache's
             cases (``bratseg.preprocessing.cache.fold_split``) instead of the cache's own
             train/validation split; ``None`` uses that split.
+        all_cases: train on every case of the cache with no validation cases (nnU-Net's
+            fold "all", how a configuration chosen by cross-validation is trained to ship);
+            without validation Dice the best epoch is the one of lowest training loss.
         amp: ``auto`` uses bf16 autocast on CPUs that support it and on CUDA.
         num_workers: data-loading worker processes; threads: torch compute threads
             (0 = torch's default).
@@ -53,6 +56,7 @@ class TrainConfig:
     init_weights: str = ""
     fold: int | None = None
     num_folds: int = 5
+    all_cases: bool = False
     amp: Literal["auto", "off"] = "auto"
     num_workers: int = 1
     threads: int = 0

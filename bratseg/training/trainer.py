@@ -142,12 +142,17 @@ class DistributedContext:
 
 
 def load_split(cache_dir: Path, config: TrainConfig) -> dict:
-    """The cases a run trains and validates on: the cache's split, or a cross-validation fold
-    of all its cases (shuffled with the split's seed) when ``config.fold`` is set."""
+    """The cases a run trains and validates on: the cache's split, a cross-validation fold of
+    all its cases (shuffled with the split's seed) when ``config.fold`` is set, or every case
+    with none to validate on with ``config.all_cases``."""
     path = cache_dir / "split.json"
     if not path.exists():
         raise CacheError(f"{path}: missing; build the cache with `bratseg cache` first")
     split = json.loads(path.read_text())
+    if getattr(config, "all_cases", False):
+        if config.fold is not None:
+            raise CacheError("--all-cases trains on every case: it takes no --fold")
+        return {"train": sorted(split["train"] + split["val"]), "val": [], "seed": split.get("seed", 0)}
     if config.fold is None:
         return split
     try:
