@@ -128,7 +128,7 @@ def test_a_crash_after_the_checkpoint_resumes_exactly(tiny_cache: Path, tmp_path
         raise KeyboardInterrupt
 
     with monkeypatch.context() as m:
-        m.setattr(trainer, "_append_metrics", crash)
+        m.setattr(trainer, "append_metrics", crash)
         with pytest.raises(KeyboardInterrupt):
             train(tiny_cache, tmp_path / "run", config)
     run = tmp_path / "run"
@@ -153,7 +153,7 @@ def test_an_interrupted_checkpoint_write_keeps_the_previous_one(reference_run: P
 
     monkeypatch.setattr(torch, "save", half_write)
     with pytest.raises(OSError, match="disk full"):
-        trainer._write_checkpoint(run / "last.pt", model, optimizer, scheduler, {"epoch": 99})
+        trainer.write_checkpoint(run / "last.pt", model, optimizer, scheduler, {"epoch": 99})
     monkeypatch.undo()
     assert sorted(p.name for p in run.iterdir()) == ["last.pt"]  # no temporary left
     assert torch.load(run / "last.pt", weights_only=True)["state"]["epoch"] == ckpt["state"]["epoch"]

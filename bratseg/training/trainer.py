@@ -4,37 +4,22 @@ Every epoch is seeded from ``(seed, epoch)`` (shuffle order, augmentation, modal
 so a run killed and resumed from its last checkpoint ends with the weights an uninterrupted
 run would have.
 
-RUN_DIR holds:
-    train_config.json, preprocessing.json   what was run
-    last.pt          checkpoint of the last finished epoch (model, optimizer, scheduler,
-                     early-stopping state, history), written atomically
-    best.safetensors weights of the best validation epoch
-    metrics.jsonl    one line per epoch: losses, per-region Dice, learning rate, time
-    learning_curve.png
-    model/           the exported model folder (see bratseg.export)
-    rank{r}_digest.json  under torchrun: each rank's SHA-256 of its final weights
-
-Every file is written under a temporary name and renamed into place; a run that finds the
-temporaries of a killed one clears them. Training into a RUN_DIR that holds a run needs
-``resume=True``; resuming refuses options that would change the run's course.
+What RUN_DIR holds, and how it is written and read back, is :mod:`bratseg.training.run_files`;
+the processes under ``torchrun`` are :mod:`bratseg.training.distributed`. Training into a
+RUN_DIR that holds a run needs ``resume=True``; resuming refuses options that would change the
+run's course.
 """
 
 from __future__ import annotations
 
-import hashlib
 import json
 import math
-import os
-import re
-import shutil
 import time
 from contextlib import nullcontext
 from pathlib import Path
 
 import numpy as np
 import torch
-import torch.distributed as dist
-from safetensors.torch import save_file
 from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader
 from torch.utils.data.distributed import DistributedSampler
@@ -49,19 +34,24 @@ from bratseg.preprocessing.cache import fold_split
 from bratseg.preprocessing.config import PreprocessingConfig
 from bratseg.training.config import TrainConfig
 from bratseg.training.dataset import SliceDataset, seed_worker
+from bratseg.training.distributed import DistributedContext, process_group_backend
 from bratseg.training.losses import build_loss
-
-REGION_KEYS = ("WT", "TC", "ET")
-# What a started run leaves in RUN_DIR: training into it again needs --resume.
-RUN_OUTPUTS = ("last.pt", "best.safetensors", "metrics.jsonl", "model")
-# Files the trainer writes with atomic_write_bytes, whose interrupted temporaries it clears.
-ATOMIC_OUTPUTS = re.compile(
-    r"(last\.pt|best\.safetensors|metrics\.jsonl|learning_curve\.png|train_config\.json"
-    r"|preprocessing\.json|rank\d+_digest\.json)"
+from bratseg.training.run_files import (
+    REGION_KEYS,
+    RUN_OUTPUTS,
+    append_metrics,
+    check_resumable,
+    load_checkpoint,
+    plot_learning_curve,
+    remove_leftovers,
+    state_dict_sha256,
+    write_best,
+    write_checkpoint,
+    write_metrics,
+    write_rank_digest,
 )
-# Options a resumed run may take with new values: how long it runs and how fast (processes,
-# threads). The others fix the model, the batches and the learning-rate steps.
-RESUME_MAY_CHANGE = frozenset({"epochs", "patience", "num_workers", "threads"})
+
+__all__ = ["DistributedContext", "epoch_seed", "load_split", "process_group_backend", "state_dict_sha256", "train"]
 
 
 def epoch_seed(seed: int, epoch: int, rank: int = 0) -> int:
@@ -81,64 +71,6 @@ def _autocast(device: torch.device, amp: str):
     if torch.backends.mkldnn.is_available() and cpu_has_bf16():
         return torch.autocast("cpu", dtype=torch.bfloat16)
     return nullcontext()
-
-
-def process_group_backend(device: torch.device) -> str:
-    """The collective backend for a device: NCCL between GPUs, gloo between CPU processes."""
-    return "nccl" if device.type == "cuda" else "gloo"
-
-
-class DistributedContext:
-    """Rank, world size and device, from torchrun's environment (one process without it)."""
-
-    def __init__(self):
-        self.world_size = int(os.environ.get("WORLD_SIZE", "1"))
-        self.rank = int(os.environ.get("RANK", "0"))
-        local_rank = int(os.environ.get("LOCAL_RANK", "0"))
-        self.distributed = self.world_size > 1
-        if torch.cuda.is_available():
-            self.device = torch.device("cuda", local_rank)
-            torch.cuda.set_device(self.device)
-        else:
-            self.device = torch.device("cpu")
-        self.backend = process_group_backend(self.device)
-        if self.distributed and not dist.is_initialized():
-            dist.init_process_group(self.backend)
-
-    @property
-    def is_main(self) -> bool:
-        return self.rank == 0
-
-    def barrier(self) -> None:
-        if self.distributed:
-            dist.barrier()
-
-    def all_reduce(self, tensor: torch.Tensor) -> torch.Tensor:
-        """Sum ``tensor`` over the ranks, in place. NCCL reduces GPU tensors only, so the
-        (CPU) statistics tensors travel through the device and back."""
-        if self.distributed:
-            if tensor.device != self.device:
-                on_device = tensor.to(self.device)
-                dist.all_reduce(on_device)
-                tensor.copy_(on_device.cpu())
-            else:
-                dist.all_reduce(tensor)
-        return tensor
-
-    def sync_buffers(self, model: torch.nn.Module) -> None:
-        """Give every rank rank 0's buffers (BatchNorm running statistics).
-
-        DDP broadcasts them at the start of each forward pass, so after the last training
-        step of an epoch each rank holds statistics updated by its own batch; validation
-        (and the weights each rank ends with) must use the ones rank 0 saves.
-        """
-        if self.distributed:
-            for buf in model.buffers():
-                dist.broadcast(buf, 0)
-
-    def close(self) -> None:
-        if self.distributed and dist.is_initialized():
-            dist.destroy_process_group()
 
 
 def load_split(cache_dir: Path, config: TrainConfig) -> dict:
@@ -212,10 +144,10 @@ def _train(cache_dir: Path, run_dir: Path, config: TrainConfig, resume: bool, ct
             f"{run_dir} already holds a run ({', '.join(existing)}); pass --resume to continue it or pick a new --out"
         )
     if resume and last_path.exists():
-        _check_resumable(run_dir, config)
+        check_resumable(run_dir, config)
     ctx.barrier()  # every rank has checked the folder before rank 0 writes to it
     if ctx.is_main:
-        _remove_leftovers(run_dir)
+        remove_leftovers(run_dir)
         atomic_write_bytes(
             run_dir / "train_config.json", lambda p: p.write_text(json.dumps(config.to_dict(), indent=2) + "\n")
         )
@@ -249,7 +181,7 @@ def _train(cache_dir: Path, run_dir: Path, config: TrainConfig, resume: bool, ct
     # -inf, not -1: without validation cases the score is -train_loss, which can be below -1.
     state = {"epoch": 0, "best_score": -math.inf, "best_epoch": 0, "bad_epochs": 0, "history": []}
     if resume and last_path.exists():
-        ckpt = _load_checkpoint(last_path)
+        ckpt = load_checkpoint(last_path)
         model.load_state_dict(ckpt["model"])
         optimizer.load_state_dict(ckpt["optimizer"])
         scheduler.load_state_dict(ckpt["scheduler"])
@@ -261,7 +193,7 @@ def _train(cache_dir: Path, run_dir: Path, config: TrainConfig, resume: bool, ct
     if ctx.is_main:
         # last.pt is the record of what finished: metrics.jsonl is written after it, so a kill
         # in between would otherwise leave an epoch missing from the file for good.
-        _write_metrics(run_dir / "metrics.jsonl", state["history"])
+        write_metrics(run_dir / "metrics.jsonl", state["history"])
 
     net = DistributedDataParallel(model) if ctx.distributed else model
     loss_fn = build_loss(config.target)
@@ -292,10 +224,10 @@ def _train(cache_dir: Path, run_dir: Path, config: TrainConfig, resume: bool, ct
         state["history"].append(record)
         if ctx.is_main:
             if improved:
-                _write_best(run_dir / "best.safetensors", model)
-            _write_checkpoint(last_path, model, optimizer, scheduler, state)
-            _append_metrics(run_dir / "metrics.jsonl", record)
-            _plot(run_dir, state["history"])
+                write_best(run_dir / "best.safetensors", model)
+            write_checkpoint(last_path, model, optimizer, scheduler, state)
+            append_metrics(run_dir / "metrics.jsonl", record)
+            plot_learning_curve(run_dir, state["history"])
             dice_text = (
                 f"Dice WT {record['dice_WT']:.3f} TC {record['dice_TC']:.3f} ET {record['dice_ET']:.3f}"
                 if dice.size
@@ -308,7 +240,7 @@ def _train(cache_dir: Path, run_dir: Path, config: TrainConfig, resume: bool, ct
             )
         ctx.barrier()
     if ctx.distributed:
-        _write_rank_digest(run_dir, model, ctx)
+        write_rank_digest(run_dir, model, ctx)
     if ctx.is_main:
         if state["bad_epochs"] >= config.patience:
             print(f"early stopping: no better validation Dice for {config.patience} epochs")
@@ -435,118 +367,3 @@ def _validate(model, dataset, cases, loss_fn, config, ctx) -> tuple[float, np.nd
     ctx.all_reduce(stats)
     ctx.all_reduce(loss_sum)
     return float(loss_sum[0] / max(loss_sum[1], 1)), dice_from_stats(stats)
-
-
-def _write_best(path: Path, model) -> None:
-    weights = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
-    atomic_write_bytes(path, lambda p: save_file(weights, str(p)))
-
-
-def _write_checkpoint(path: Path, model, optimizer, scheduler, state: dict) -> None:
-    ckpt = {
-        "model": model.state_dict(),
-        "optimizer": optimizer.state_dict(),
-        "scheduler": scheduler.state_dict(),
-        "state": state,
-    }
-    atomic_write_bytes(path, lambda p: torch.save(ckpt, p))
-
-
-def _append_metrics(path: Path, record: dict) -> None:
-    # Rewrite rather than append, so a resumed run never duplicates epochs.
-    lines = [json.loads(x) for x in path.read_text().splitlines()] if path.exists() else []
-    _write_metrics(path, [x for x in lines if x["epoch"] < record["epoch"]] + [record])
-
-
-def _write_metrics(path: Path, records: list[dict]) -> None:
-    if not records:
-        path.unlink(missing_ok=True)
-        return
-    atomic_write_bytes(path, lambda p: p.write_text("".join(json.dumps(x) + "\n" for x in records)))
-
-
-def _load_checkpoint(path: Path) -> dict:
-    # weights_only: a checkpoint is tensors, numbers and strings; nothing else is unpickled.
-    try:
-        ckpt = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:  # torch raises several types for damaged or foreign files
-        raise BratsegError(f"{path}: unreadable checkpoint ({exc}); delete it to start over") from None
-    keys = {"model", "optimizer", "scheduler", "state"}
-    if not isinstance(ckpt, dict) or not keys <= set(ckpt):
-        raise BratsegError(f"{path}: not a bratseg checkpoint (it needs the keys {sorted(keys)})")
-    return ckpt
-
-
-def _check_resumable(run_dir: Path, config: TrainConfig) -> None:
-    """Refuse to resume with options that would make the resumed epochs disagree with the
-    finished ones (another model, batch or learning-rate schedule): the result would match no
-    uninterrupted run. ``epochs`` may change (to extend or cut a run) and so may the speed
-    options, ``num_workers`` and ``threads``."""
-    path = run_dir / "train_config.json"
-    if not path.exists():
-        return
-    saved = json.loads(path.read_text())
-    changed = {
-        k: (saved[k], v)
-        for k, v in config.to_dict().items()
-        if k in saved and k not in RESUME_MAY_CHANGE and saved[k] != v
-    }
-    if changed:
-        diff = ", ".join(f"{k} {old!r} -> {new!r}" for k, (old, new) in sorted(changed.items()))
-        raise BratsegError(f"{path}: cannot resume with other training options ({diff}); use a new --out")
-
-
-def _remove_leftovers(run_dir: Path) -> None:
-    """Delete what a killed write leaves behind: atomic_write_bytes' ``.NAME.*.tmp`` files
-    (never read, only renamed into place when complete) and an export's ``.model.*`` folders."""
-    for path in run_dir.glob(".*"):
-        name = path.name
-        # mkstemp names them ".<target>.<random>.tmp".
-        target = name[1:-4].rsplit(".", 1)[0] if name.endswith(".tmp") else ""
-        if path.is_file() and ATOMIC_OUTPUTS.fullmatch(target):
-            path.unlink(missing_ok=True)
-        elif path.is_dir() and name.startswith(".model."):
-            shutil.rmtree(path, ignore_errors=True)
-
-
-def _plot(run_dir: Path, history: list[dict]) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    epochs = [h["epoch"] for h in history]
-    fig, (ax_loss, ax_dice) = plt.subplots(1, 2, figsize=(10, 4))
-    ax_loss.plot(epochs, [h["train_loss"] for h in history], label="train")
-    ax_loss.plot(epochs, [h["val_loss"] for h in history], label="validation")
-    ax_loss.set(xlabel="epoch", ylabel="Dice + CE loss", title="Loss")
-    ax_loss.legend()
-    for key in REGION_KEYS:
-        ax_dice.plot(epochs, [h[f"dice_{key}"] for h in history], label=key)
-    ax_dice.set(xlabel="epoch", ylabel="Dice", title="Validation Dice", ylim=(0, 1))
-    ax_dice.legend()
-    fig.tight_layout()
-    atomic_write_bytes(run_dir / "learning_curve.png", lambda p: fig.savefig(p, format="png", dpi=100))
-    plt.close(fig)
-
-
-def state_dict_sha256(model: torch.nn.Module) -> str:
-    """SHA-256 over every tensor of the state dict (names, dtypes, shapes and bytes), so two
-    models hash alike only when bit-identical, buffers included."""
-    h = hashlib.sha256()
-    for name, tensor in model.state_dict().items():
-        t = tensor.detach().cpu().contiguous()
-        h.update(f"{name}:{t.dtype}:{tuple(t.shape)};".encode())
-        h.update(t.view(-1).view(torch.uint8).numpy().tobytes() if t.numel() else b"")
-    return h.hexdigest()
-
-
-def _write_rank_digest(run_dir: Path, model, ctx: DistributedContext) -> None:
-    """Each rank records a digest of its final weights: DDP keeps them identical."""
-    digest = {
-        "rank": ctx.rank,
-        "world_size": ctx.world_size,
-        "backend": dist.get_backend() if dist.is_initialized() else None,
-        "sha256": state_dict_sha256(model),
-    }
-    atomic_write_bytes(run_dir / f"rank{ctx.rank}_digest.json", lambda p: p.write_text(json.dumps(digest) + "\n"))
