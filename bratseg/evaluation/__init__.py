@@ -22,18 +22,13 @@ from bratseg.evaluation.metrics import (
     resolve_scheme,
     to_internal_labels,
 )
+from bratseg.evaluation.pairing import Pair, Pairing, case_id_of, match_pairs, pairs_in_folders, read_pairs_csv
 from bratseg.evaluation.report import (
     CaseResult,
     Evaluation,
-    Pair,
-    Pairing,
-    case_id_of,
     evaluate_files,
     evaluate_folder,
     evaluate_pairs,
-    match_pairs,
-    pairs_in_folders,
-    read_pairs_csv,
     run_evaluate,
     summary_table,
     write_report,
