@@ -12,7 +12,6 @@ from __future__ import annotations
 import io
 import os
 import re
-import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -20,6 +19,7 @@ from pathlib import Path
 import nibabel as nib
 import numpy as np
 import pytest
+from gradio_demo import demo_client
 from guard_inputs import mirrored, only, replaced, resampled, skull_on, write_case
 
 from bratseg.data.io import load_case
@@ -172,23 +172,8 @@ def test_flask_answers_4xx_json_with_the_reason(flask_client, bad_root: Path, na
 
 @pytest.fixture(scope="module")
 def gradio_client(segmenter, tmp_path_factory):
-    gradio_client = pytest.importorskip("gradio_client")
-    from bratseg.serving.gradio_app import build_demo, launch
-    from bratseg.serving.service import InferenceService
-
-    patch = pytest.MonkeyPatch()
-    patch.setenv("GRADIO_TEMP_DIR", str(tmp_path_factory.mktemp("gradio")))
-    patch.setenv("GRADIO_ANALYTICS_ENABLED", "False")
-    demo = build_demo(InferenceService(segmenter=segmenter, max_concurrent=1), concurrency=1)
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    launch(demo, host="127.0.0.1", port=port, prevent_thread_lock=True)
-    try:
-        yield gradio_client.Client(f"http://127.0.0.1:{port}/", download_files=False, verbose=False)
-    finally:
-        demo.close()
-        patch.undo()
+    with demo_client(segmenter, tmp_path_factory.mktemp("gradio")) as client:
+        yield client
 
 
 @pytest.mark.parametrize("name", list(EXPECTED))

@@ -9,7 +9,6 @@ from __future__ import annotations
 import gzip
 import io
 import re
-import socket
 import zipfile
 from pathlib import Path
 
@@ -17,6 +16,7 @@ import nibabel as nib
 import numpy as np
 import pytest
 import SimpleITK as sitk
+from gradio_demo import demo_client
 from pydicom.uid import generate_uid
 
 pytestmark = [
@@ -129,30 +129,15 @@ def dicom_zip(native_dir: Path, tmp_path_factory) -> Path:
 
 
 def test_gradio_takes_a_zipped_dicom_study(segmenter, dicom_zip: Path, native_dir: Path, tmp_path_factory) -> None:
-    gradio_client = pytest.importorskip("gradio_client")
+    pytest.importorskip("gradio_client")
     from gradio_client import handle_file
 
-    from bratseg.serving.gradio_app import build_demo, launch
-    from bratseg.serving.service import InferenceService
-
-    patch = pytest.MonkeyPatch()
-    patch.setenv("GRADIO_TEMP_DIR", str(tmp_path_factory.mktemp("gradio")))
-    patch.setenv("GRADIO_ANALYTICS_ENABLED", "False")
-    demo = build_demo(InferenceService(segmenter=segmenter, max_concurrent=1), concurrency=1)
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    launch(demo, host="127.0.0.1", port=port, prevent_thread_lock=True)
-    try:
-        downloads = str(tmp_path_factory.mktemp("downloads"))
-        client = gradio_client.Client(f"http://127.0.0.1:{port}/", download_files=downloads, verbose=False)
+    downloads = str(tmp_path_factory.mktemp("downloads"))
+    with demo_client(segmenter, tmp_path_factory.mktemp("gradio"), download_files=downloads) as client:
         job = client.submit(
             None, None, None, None, handle_file(dicom_zip), "whole tumour", "axial", api_name="/segment"
         )
         overlay, _legend, _slice, volumes, labels_file, _seconds, status, viewer, *_ = job.result(timeout=600)
-    finally:
-        demo.close()
-        patch.undo()
     assert "Segmented **TCGA-FG-6692-DICOM**" in status
     assert "Native scans: skull-stripped, co-registered and registered to BraTS space" in status
     assert re.search(r"flair: series 5 'AX FLAIR' \(SeriesDescription", status), status
