@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import nibabel as nib
 import numpy as np
 import pytest
 from scipy import ndimage
@@ -302,3 +303,25 @@ def test_real_mismatched_files_raise_typed_errors(data_dir, tcga_case, tmp_path)
         InvalidCaseError, match=r"affine differs from the reference consensus-mav.nii.gz's.*RAS .* vs LPS"
     ):
         evaluate_files(other_grid, consensus)
+
+
+def test_a_brats2017_label_at_origin_zero_is_scored_voxel_by_voxel(data_dir, tmp_path):
+    # Brats17_TCIA_105_1's expert label sits at origin 0 while its images (and so a prediction
+    # written with their affine) carry the real origin: voxel-aligned, scored as such.
+    case = data_dir / "brats-extra" / "Brats17_TCIA_105_1"
+    if not case.is_dir():
+        pytest.skip(f"case not found at {case}")
+    seg = nib.load(case / "Brats17_TCIA_105_1_seg.nii.gz")
+    flair = nib.load(case / "Brats17_TCIA_105_1_flair.nii.gz")
+    assert np.allclose(seg.affine[:3, 3], 0) and not np.allclose(flair.affine[:3, 3], 0)
+    pred = tmp_path / "Brats17_TCIA_105_1.nii.gz"
+    nib.save(nib.Nifti1Image(np.asarray(seg.dataobj).astype(np.uint8), flair.affine), str(pred))
+    result = evaluate_files(pred, case / "Brats17_TCIA_105_1_seg.nii.gz")
+    assert result.metrics["WT"]["dice"] == 1.0
+    # Any other origin difference is still another grid.
+    shifted = flair.affine.copy()
+    shifted[:3, 3] += (0.0, 0.0, 5.0)
+    moved = tmp_path / "moved.nii.gz"
+    nib.save(nib.Nifti1Image(np.asarray(seg.dataobj).astype(np.uint8), shifted), str(moved))
+    with pytest.raises(InvalidCaseError, match="affine differs"):
+        evaluate_files(moved, pred)

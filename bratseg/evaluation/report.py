@@ -117,7 +117,8 @@ def evaluate_files(
     spacing.
 
     Raises :class:`InvalidCaseError` naming the files when they are unreadable, hold values
-    outside their label scheme, or do not share shape and affine (voxel grid).
+    outside their label scheme, or do not share shape and affine (voxel grid; a reference at
+    origin 0 that differs in nothing else is taken as voxel-aligned, see :func:`_zero_origin_only`).
     """
     pred, ref = Path(pred), Path(ref)
     ref_vol = load_volume(ref)
@@ -126,7 +127,9 @@ def evaluate_files(
         raise InvalidCaseError(
             pred, f"shape {pred_vol.data.shape} differs from the reference {ref.name}'s {ref_vol.data.shape}"
         )
-    if not np.allclose(pred_vol.affine, ref_vol.affine, atol=_AFFINE_TOLERANCE):
+    if not np.allclose(pred_vol.affine, ref_vol.affine, atol=_AFFINE_TOLERANCE) and not _zero_origin_only(
+        pred_vol.affine, ref_vol.affine
+    ):
         raise InvalidCaseError(
             pred,
             f"affine differs from the reference {ref.name}'s: the label maps are not on the same voxel grid "
@@ -145,6 +148,15 @@ def evaluate_files(
         spacing,
         evaluate_internal(pred_labels, ref_labels, spacing),
     )
+
+
+def _zero_origin_only(pred_affine: np.ndarray, ref_affine: np.ndarray) -> bool:
+    """The one difference tolerated: a reference label map at origin 0 with the prediction's
+    orientation and voxel size. Some BraTS 2017 label files carry a zero origin while their
+    images (and so a prediction from them) carry the real one, voxel-aligned all the same, as
+    :func:`bratseg.data.io.load_case` accepts for a case's own label."""
+    same_axes = np.allclose(pred_affine[:3, :3], ref_affine[:3, :3], atol=_AFFINE_TOLERANCE)
+    return bool(same_axes and np.allclose(ref_affine[:3, 3], 0.0, atol=_AFFINE_TOLERANCE))
 
 
 def _grid(affine: np.ndarray) -> str:
