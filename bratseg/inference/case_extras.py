@@ -29,15 +29,13 @@ def case_hooks(args: argparse.Namespace) -> list[CaseHook]:
     if args.uncertainty:
 
         def write_uncertainty(prediction: Prediction | NativePrediction, label_map: Path) -> None:
-            from bratseg.data.io import save_nifti
-            from bratseg.inference.confidence import save_uncertainty, uncertainty_map
+            from bratseg.inference.confidence import save_uncertainty
+            from bratseg.native.patient_view import on_patient_grid
             from bratseg.native.pipeline import NativePrediction
 
-            if isinstance(prediction, NativePrediction):  # on the label map's own (patient) grid
-                image = prediction.on_reference_grid(uncertainty_map(prediction.brats))
-                save_nifti(image, uncertainty_path(label_map))
-            else:
-                save_uncertainty(prediction, uncertainty_path(label_map))
+            # On the label map's own (patient) grid, as the web front ends show it.
+            shown = on_patient_grid(prediction) if isinstance(prediction, NativePrediction) else prediction
+            save_uncertainty(shown, uncertainty_path(label_map))
 
         hooks.append(write_uncertainty)
     if args.figures is not None:
