@@ -103,10 +103,10 @@ def run_report(args: argparse.Namespace) -> None:
         prediction = result
         if isinstance(result, NativePrediction):  # scans as scanned: reported on the patient's T1ce grid
             from bratseg.native.patient_view import on_patient_grid
-            from bratseg.reporting.report import preprocessing_steps
+            from bratseg.reporting.report import native_steps
 
             prediction = on_patient_grid(result)
-            steps = [*steps_run, *preprocessing_steps(args.model)]
+            steps = native_steps(steps_run, args.model)
             confidence = assess(result.brats)  # where the score was calibrated
     out = write_report(prediction, args.out, model_dir=args.model, preprocessing=steps, confidence=confidence)
     if args.png is not None:

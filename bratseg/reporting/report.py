@@ -105,6 +105,11 @@ def model_info(model_dir: str | Path | None = None) -> ModelInfo:
     return ModelInfo(_model_name(model_dir, meta), model_dir.name, version, weights_sha256(model_dir), package)
 
 
+def native_steps(steps: list[str], model_dir: str | Path | None = None) -> list[str]:
+    """A native-path case's report lines: the pipeline's ``steps``, then the model's own."""
+    return [*steps, *preprocessing_steps(model_dir)]
+
+
 def preprocessing_steps(model_dir: str | Path | None = None) -> list[str]:
     """The BraTS-space preprocessing a model folder's ``preprocessing.json`` describes, as
     report lines; :data:`DEFAULT_PREPROCESSING` when it cannot be read."""

@@ -160,11 +160,11 @@ def _scan_bytes(scan: Path | nib.Nifti1Image) -> bytes:
 def _report_pdf(
     prediction: Prediction, confidence: Any, model_dir: Path | None, preprocessing: dict[str, Any] | None
 ) -> bytes:
-    from bratseg.reporting.report import preprocessing_steps, write_report
+    from bratseg.reporting.report import native_steps, write_report
 
     steps = None  # the model's own BraTS-space steps
     if preprocessing is not None and preprocessing.get("path") == "native":
-        steps = [*preprocessing.get("steps", []), *preprocessing_steps(model_dir)]
+        steps = native_steps(preprocessing.get("steps", []), model_dir)
     with tempfile.TemporaryDirectory(prefix="bratseg-report-") as folder:
         path = write_report(
             prediction, Path(folder) / REPORT, model_dir=model_dir, confidence=confidence, preprocessing=steps
