@@ -55,13 +55,18 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=Path("outputs/postprocessing"))
     parser.add_argument("--folds", type=int, default=5)
     parser.add_argument("--no-tta", action="store_true", help="skip the flip-TTA predictions (4x the network time)")
+    parser.add_argument(
+        "--fold-model",
+        default="model_last",
+        help="model folder in each RUNS/fold_K: model_last (final epoch, bench/cross_validation.py) or model",
+    )
     args = parser.parse_args()
     split = json.loads((args.cache / "split.json").read_text())
     cases = split["train"] + split["val"]
     rows: list[dict[str, object]] = []
     seconds: dict[tuple[str, bool], list[float]] = {}
     for fold in range(args.folds):
-        model_dir = args.runs / f"fold_{fold}" / "model"
+        model_dir = args.runs / f"fold_{fold}" / args.fold_model
         if not (model_dir / "model.safetensors").is_file():
             print(f"fold {fold}: no model at {model_dir}, skipped")
             continue

@@ -7,7 +7,7 @@ bratseg.inference.confidence and chooses its threshold, on cases the model never
     python bench/confidence_calibration.py --out outputs/confidence
 
     # cross-validation: each labelled case (brats18 + brats-extra) predicted by the fold model
-    # that did not train on it (fold_split seed 0 on the case ids, models in RUNS/fold_K/model)
+    # that did not train on it (fold_split seed 0 on the case ids, models in RUNS/fold_K/model_last)
     python bench/confidence_calibration.py --models runs/cv27 --num-folds 5 --out outputs/confidence_cv27
 
 Each case's labels and region probabilities are kept in ``--pred-dir`` (default OUT/pred,
@@ -85,12 +85,13 @@ def shipped_items(data: Path) -> list[Item]:
     return items
 
 
-def fold_items(data: Path, runs: Path, num_folds: int, seed: int) -> list[Item]:
-    """Every labelled case with the fold model that validated on it."""
+def fold_items(data: Path, runs: Path, num_folds: int, seed: int, fold_model: str = "model_last") -> list[Item]:
+    """Every labelled case with the fold model that validated on it (``RUNS/fold_K/<fold_model>``:
+    by default the final epoch's weights, which bench/cross_validation.py exports)."""
     folders = {p.name: p for sub in ("brats18", "brats-extra") for p in sorted((data / sub).iterdir()) if p.is_dir()}
     items = []
     for fold in range(num_folds):
-        model = runs / f"fold_{fold}" / "model"
+        model = runs / f"fold_{fold}" / fold_model
         if not (model / "model.safetensors").is_file():
             print(f"skipping fold {fold}: {model} has no model.safetensors", file=sys.stderr)
             continue
@@ -196,6 +197,7 @@ def main() -> None:
     parser.add_argument("--pred-dir", type=Path, help="stored per-case predictions (default OUT/pred)")
     parser.add_argument("--models", type=Path, help="cross-validation runs folder with fold_K/model")
     parser.add_argument("--num-folds", type=int, default=5)
+    parser.add_argument("--fold-model", default="model_last", help="model folder in each fold_K (model: best epoch)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--tta", action="store_true", help="also score the TTA-agreement candidate")
     parser.add_argument("--only", nargs="+", metavar="CASE", help="score these cases only (quick checks)")
@@ -204,7 +206,7 @@ def main() -> None:
     items = (
         shipped_items(args.data)
         if args.models is None
-        else fold_items(args.data, args.models, args.num_folds, args.seed)
+        else fold_items(args.data, args.models, args.num_folds, args.seed, args.fold_model)
     )
     if args.only:
         items = [item for item in items if item.case_dir.name in args.only]

@@ -12,6 +12,11 @@ For each fold it trains (resuming a killed run, skipping a finished one), predic
 validation cases with that fold's model, and finally evaluates all predictions against the
 expert labels in one report (OUT/report: summary.md, metrics.csv, boxplot.png). Every
 command is printed first. ``--data`` defaults to ``$BRATSEG_DATA/brats18``.
+
+A fold's validation cases are its held-out cases, so the fold predicts with the weights of its
+final epoch (``--checkpoint last``, exported to RUN/fold_K/model_last), as nnU-Net validates:
+the epoch that scored best on those same cases (``--checkpoint best``, the run's own
+``model`` folder) would flatter the estimate.
 """
 
 from __future__ import annotations
@@ -39,6 +44,7 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=Path("outputs/cv"))
     parser.add_argument("--folds", type=int, default=5)
     parser.add_argument("--only", type=int, nargs="*", help="run these folds only (the report pools what exists)")
+    parser.add_argument("--checkpoint", choices=("last", "best"), default="last", help="which epoch predicts")
     args = parser.parse_args()
     for path in (args.cache / "split.json", args.data, args.config):
         if not path.exists():
@@ -54,7 +60,12 @@ def main() -> None:
             run("train", "--cache", args.cache, "--out", run_dir, "--config", args.config, *fold_args)
         val = fold_split(cases, args.folds, fold, split.get("seed", 0))["val"]
         linked = link_cases(args.data, val, out / "cases" / f"fold_{fold}")
-        run("predict", linked, "--output", out / "pred", "--quiet", "--model", run_dir / "model")
+        model = run_dir / "model"
+        if args.checkpoint == "last":
+            model = run_dir / "model_last"
+            if not (model / "model.safetensors").is_file():
+                run("export", run_dir, "--out", model, "--checkpoint", "last")
+        run("predict", linked, "--output", out / "pred", "--quiet", "--model", model)
     run("evaluate", "--pred", out / "pred", "--ref", args.data, "--out", out / "report")
 
 

@@ -58,7 +58,13 @@ def _cmd_train(args: argparse.Namespace) -> None:
 def _cmd_export(args: argparse.Namespace) -> None:
     from bratseg.export import export_run
 
-    print(f"model written to {export_run(args.run_dir, args.out)}")
+    try:
+        out = export_run(
+            args.run_dir, args.out, checkpoint=args.checkpoint, confidence_threshold=args.confidence_threshold
+        )
+    except ValueError as exc:  # an option out of range: reported like any other bad input
+        raise BratsegError(str(exc)) from None
+    print(f"model written to {out}")
 
 
 def _cmd_predict(args: argparse.Namespace) -> None:
@@ -126,6 +132,17 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("export", help="write a run's best weights as a model folder")
     p.add_argument("run_dir", type=Path)
     p.add_argument("--out", type=Path, required=True)
+    p.add_argument(
+        "--checkpoint",
+        choices=("best", "last"),
+        default="best",
+        help="best: the epoch best on the run's validation cases; last: the final epoch (for CV folds)",
+    )
+    p.add_argument(
+        "--confidence-threshold",
+        type=float,
+        help="flag cases whose confidence score is below this (calibrated on unseen cases; stored in bratseg.json)",
+    )
     p.set_defaults(func=_cmd_export)
 
     from bratseg.inference.cli_predict import add_predict_parser  # light: no torch import

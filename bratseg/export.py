@@ -20,20 +20,32 @@ from safetensors.torch import load_file
 from bratseg.errors import BratsegError, ModelLoadError
 from bratseg.model.unet import build_unet, unet_kwargs
 from bratseg.preprocessing.config import PreprocessingConfig
+from bratseg.training.run_files import load_checkpoint
 
 # Everything export_run writes; an existing folder holding anything else is not replaced.
 MODEL_FILES = frozenset({"config.json", "model.safetensors", "preprocessing.json", "bratseg.json", "README.md"})
 WEIGHT_DTYPES = ("float16", "bfloat16", "float32")
+CHECKPOINTS = ("best", "last")
 
 
 def export_run(
-    run_dir: str | Path, out_dir: str | Path, model_kwargs: dict | None = None, dtype: str = "float16"
+    run_dir: str | Path,
+    out_dir: str | Path,
+    model_kwargs: dict | None = None,
+    dtype: str = "float16",
+    checkpoint: str = "best",
+    confidence_threshold: float | None = None,
 ) -> Path:
-    """Write the best weights of ``run_dir`` as a model folder at ``out_dir`` (replaced
+    """Write the weights of ``run_dir`` as a model folder at ``out_dir`` (replaced
     atomically: a half-written folder never takes the place of a good one).
 
+    ``checkpoint="best"`` takes the epoch that scored best on the run's validation cases;
+    ``"last"`` the final epoch, as nnU-Net validates its folds: a cross-validation fold
+    validates on its held-out cases, so choosing its epoch by them would flatter the CV.
     Weights are stored as float16 by default (half the size; inference runs in bf16 or
     fp32 and loads them into fp32 parameters); ``dtype="float32"`` keeps them exact.
+    ``confidence_threshold`` (calibrated on cases the model, or its recipe's fold models,
+    never saw) goes into ``bratseg.json``; the segmenter flags cases scoring below it.
 
     An existing ``out_dir`` is replaced only if it is empty or an earlier export (model files
     and nothing else), so a mistyped ``--out`` never deletes a run or another folder.
@@ -41,8 +53,12 @@ def export_run(
     run_dir, out_dir = Path(run_dir), Path(out_dir)
     if dtype not in WEIGHT_DTYPES:
         raise ValueError(f"dtype must be one of {WEIGHT_DTYPES}, not {dtype!r}")
+    if checkpoint not in CHECKPOINTS:
+        raise ValueError(f"checkpoint must be one of {CHECKPOINTS}, not {checkpoint!r}")
+    if confidence_threshold is not None and not 0 < confidence_threshold <= 1:
+        raise ValueError(f"confidence_threshold must be in (0, 1], not {confidence_threshold!r}")
     _check_replaceable(out_dir)
-    best = run_dir / "best.safetensors"
+    best = run_dir / ("best.safetensors" if checkpoint == "best" else "last.pt")
     if not best.exists():
         raise ModelLoadError(f"{best}: missing; the run has not finished an epoch")
     train_config = json.loads((run_dir / "train_config.json").read_text())
@@ -51,11 +67,16 @@ def export_run(
     if model_kwargs is None:
         model_kwargs = unet_kwargs(train_config, in_channels=len(prep.channels))
     model = build_unet(**model_kwargs)
-    model.load_state_dict(load_file(str(best)))
+    model.load_state_dict(load_file(str(best)) if checkpoint == "best" else load_checkpoint(best)["model"])
     history = []
     if (run_dir / "metrics.jsonl").exists():
         history = [json.loads(x) for x in (run_dir / "metrics.jsonl").read_text().splitlines()]
-    best_record = max(history, key=lambda h: h["val_mean_dice"]) if history else {}
+    if not history:
+        best_record = {}
+    elif checkpoint == "best":
+        best_record = max(history, key=lambda h: h["val_mean_dice"])
+    else:
+        best_record = history[-1]
 
     out_dir.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(dir=out_dir.parent, prefix=f".{out_dir.name}."))
@@ -74,9 +95,12 @@ def export_run(
             "output_label_scheme": "brats2020",
             "weights_dtype": dtype,
             "train_config": train_config,
+            "checkpoint": checkpoint,
             "best_epoch": best_record.get("epoch"),
             "validation_slice_dice": {k: best_record.get(f"dice_{k}") for k in ("WT", "TC", "ET")},
         }
+        if confidence_threshold is not None:
+            meta["confidence_threshold"] = confidence_threshold
         (tmp / "bratseg.json").write_text(json.dumps(meta, indent=2) + "\n")
         (tmp / "README.md").write_text(_model_card(meta, prep))
         if out_dir.exists():
@@ -114,7 +138,9 @@ def _model_card(meta: dict, prep: PreprocessingConfig) -> str:
         output = "sigmoid maps of the overlapping regions " + ", ".join(meta["regions"])
     else:
         output = "softmax over background, NCR, ED, ET"
-    dice_line = ", ".join(f"{k} {v:.3f}" for k, v in dice.items() if v is not None) or "n/a"
+    dice_line = ", ".join(f"{k} {v:.3f}" for k, v in dice.items() if v is not None) or "n/a (none held out)"
+    threshold = meta.get("confidence_threshold")
+    threshold_line = f"\n- Cases with a confidence score below {threshold} are flagged for review." if threshold else ""
     return f"""---
 library_name: segmentation-models-pytorch
 tags: [medical-imaging, brain-tumour, brats, segmentation, research-only]
@@ -133,8 +159,9 @@ medical device.**
 - Output: {output};
   written as BraTS 2020 labels 0/1/2/4.
 - Training: {tc["epochs"]} epochs at most, early stopping patience {tc["patience"]}, AdamW lr
-  {tc["lr"]}, batch {tc["batch_size"]}, Dice + cross-entropy; best epoch {meta["best_epoch"]}.
-- Validation Dice on the cached slices of the held-out cases at the best epoch: {dice_line}.
+  {tc["lr"]}, batch {tc["batch_size"]}, Dice + cross-entropy; weights of epoch {meta["best_epoch"]}
+  ({meta["checkpoint"]}).
+- Validation Dice on the cached slices of the held-out cases at that epoch: {dice_line}.{threshold_line}
   Whole-volume figures from `bratseg evaluate` are in the project's `model_card.md`.
 
 Load it with:

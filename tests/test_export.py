@@ -171,3 +171,42 @@ def test_cli_export(run_dir: Path, tmp_path: Path, capsys):
     assert main(["export", str(run_dir), "--out", str(run_dir)]) == 2
     assert "not a bratseg model folder" in capsys.readouterr().err
     shutil.rmtree(tmp_path / "m")
+
+
+def test_last_checkpoint_exports_the_final_epoch(run_dir: Path, tmp_path: Path):
+    # A cross-validation fold validates on its held-out cases, so its CV predictions must not
+    # come from the epoch chosen on them: --checkpoint last takes the final epoch's weights.
+    out = export_run(run_dir, tmp_path / "model", dtype="float32", checkpoint="last")
+    final = torch.load(run_dir / "last.pt", map_location="cpu", weights_only=True)["model"]
+    exported = load_file(str(out / "model.safetensors"))
+    assert final.keys() == exported.keys()
+    assert all(torch.equal(final[k].float(), exported[k].float()) for k in final)
+    meta = json.loads((out / "bratseg.json").read_text())
+    assert meta["checkpoint"] == "last" and meta["best_epoch"] == 2
+    with pytest.raises(ValueError, match="checkpoint"):
+        export_run(run_dir, tmp_path / "other", checkpoint="middle")
+
+
+def test_confidence_threshold_travels_with_the_model(run_dir: Path, case: Path, tmp_path: Path, capsys):
+    from bratseg.cli import main
+    from bratseg.inference.confidence import LOW_CONFIDENCE_THRESHOLD, assess, confidence_score
+
+    out = tmp_path / "model"
+    assert main(["export", str(run_dir), "--out", str(out), "--confidence-threshold", "0.55"]) == 0
+    assert json.loads((out / "bratseg.json").read_text())["confidence_threshold"] == 0.55
+    assert "0.55" in (out / "README.md").read_text()
+    segmenter = bratseg.from_pretrained(out, precision="fp32")
+    assert segmenter.confidence_threshold == 0.55
+    prediction = segmenter.segment(case)
+    confidence = assess(prediction)
+    assert confidence.threshold == 0.55 and confidence.low == (confidence_score(prediction) < 0.55)
+    # A model folder without a threshold keeps the default one.
+    plain = export_run(run_dir, tmp_path / "plain")
+    assert assess(bratseg.from_pretrained(plain).segment(case)).threshold == LOW_CONFIDENCE_THRESHOLD
+
+    assert main(["export", str(run_dir), "--out", str(tmp_path / "bad"), "--confidence-threshold", "1.5"]) == 2
+    assert "confidence_threshold" in capsys.readouterr().err and not (tmp_path / "bad").exists()
+    meta = json.loads((out / "bratseg.json").read_text())
+    (out / "bratseg.json").write_text(json.dumps({**meta, "confidence_threshold": "high"}))
+    with pytest.raises(ModelLoadError, match="bratseg.json's confidence_threshold"):
+        bratseg.from_pretrained(out)

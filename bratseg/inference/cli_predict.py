@@ -124,7 +124,7 @@ def run_predict(args: argparse.Namespace) -> None:
     outputs.check_writable(extras)
 
     from bratseg.inference.distributed import join_world, shard
-    from bratseg.inference.predictor import parse_device
+    from bratseg.model.precision import parse_device
 
     parse_device(args.device)  # a device that does not exist fails here, before any process group
     world = join_world(args.device)
@@ -148,13 +148,8 @@ def _predict_share(args: argparse.Namespace, jobs: list[Job], folder_mode: bool,
     from bratseg.inference import outputs
     from bratseg.inference.batch import run_batch
     from bratseg.inference.confidence import Confidence, assess
-    from bratseg.inference.predictor import (
-        DEFAULT_BATCH_SIZE,
-        SHIPPED_MODEL,
-        Segmenter,
-        resolve_precision,
-        weights_version,
-    )
+    from bratseg.inference.predictor import DEFAULT_BATCH_SIZE, SHIPPED_MODEL, Segmenter, weights_version
+    from bratseg.model.precision import resolve_precision
 
     summary = RankSummary(world.rank)
     device = world.device_for(args.device)
@@ -229,6 +224,7 @@ def _predict_share(args: argparse.Namespace, jobs: list[Job], folder_mode: bool,
             list(prediction.labels.shape),
             world.rank,
             confidences[job.name].score,
+            confidences[job.name].low,
         )
         try:
             save_nifti(outputs.attach_record(prediction.to_nifti(), record), job.target)

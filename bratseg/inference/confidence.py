@@ -204,7 +204,11 @@ def confidence_score(prediction: Prediction) -> float:
     return sure_fraction(_probabilities(prediction)[_WT])
 
 
-def assess(prediction: Prediction, threshold: float = LOW_CONFIDENCE_THRESHOLD) -> Confidence:
-    """The case-level :class:`Confidence` of a prediction."""
+def assess(prediction: Prediction, threshold: float | None = None) -> Confidence:
+    """The case-level :class:`Confidence` of a prediction, flagged below ``threshold``: by
+    default the threshold of the model that predicted (``prediction.confidence_threshold``),
+    else :data:`LOW_CONFIDENCE_THRESHOLD`."""
+    if threshold is None:
+        threshold = prediction.confidence_threshold or LOW_CONFIDENCE_THRESHOLD
     score = confidence_score(prediction)
     return Confidence(score=score, low=score < threshold, threshold=threshold)

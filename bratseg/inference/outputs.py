@@ -60,6 +60,7 @@ class CaseRecord:
     shape: list[int] = field(default_factory=list)
     rank: int = 0
     confidence: float | None = None  # bratseg.inference.confidence's case score
+    low_confidence: bool | None = None  # below the predicting model's threshold
 
     def to_json(self) -> bytes:
         return json.dumps({RECORD_KEY: {"format": RECORD_FORMAT, **asdict(self)}}).encode()
@@ -263,6 +264,7 @@ def table_header() -> list[str]:
 
 def write_volumes_table(path: Path, records: list[CaseRecord]) -> Path:
     """Write ``volumes.csv`` (one row per case, in the order given) atomically."""
+    # records written before thresholds were per model: the default threshold
     from bratseg.inference.confidence import LOW_CONFIDENCE_THRESHOLD as threshold
 
     buffer = io.StringIO()
@@ -270,9 +272,8 @@ def write_volumes_table(path: Path, records: list[CaseRecord]) -> Path:
     writer.writerow(table_header())
     for r in records:
         volumes = [f"{r.volumes_cm3[v]:.3f}" if v in r.volumes_cm3 else "" for v in VOLUME_COLUMNS]
-        confidence = (
-            ["", ""] if r.confidence is None else [f"{r.confidence:.3f}", str(r.confidence < threshold).lower()]
-        )
+        low = r.low_confidence if r.low_confidence is not None else (r.confidence or 0) < threshold
+        confidence = ["", ""] if r.confidence is None else [f"{r.confidence:.3f}", str(bool(low)).lower()]
         writer.writerow(
             [r.case, *volumes, f"{r.seconds:.2f}", *confidence, r.model, r.model_version, " | ".join(r.warnings)]
         )

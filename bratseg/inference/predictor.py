@@ -32,12 +32,12 @@ import torch
 from bratseg.data.io import CaseVolumes, label_image, load_case, save_nifti
 from bratseg.data.labels import ED, ET, NCR, regions_to_labels, to_brats2020
 from bratseg.data.layout import Case, case_from_folder
-from bratseg.errors import BratsegError, ModelLoadError
+from bratseg.errors import ModelLoadError
 from bratseg.inference import guards
 from bratseg.inference.network_cache import load_folded_network, store_description
 from bratseg.inference.postprocessing import remove_small_components
 from bratseg.inference.regions import region_volumes
-from bratseg.model.precision import cpu_has_bf16
+from bratseg.model.precision import parse_device, resolve_precision
 from bratseg.preprocessing.config import PreprocessingConfig
 from bratseg.preprocessing.context import with_context
 from bratseg.preprocessing.crop import resize_slices, uncrop_xy
@@ -60,7 +60,9 @@ class Prediction:
     float16, on the input's grid, 0 outside the brain and the model's window) before
     post-processing: what confidence maps and resampling to another grid are computed from.
     ``warnings`` are the one-line flags of :mod:`bratseg.inference.guards` (empty when
-    nothing looked wrong).
+    nothing looked wrong). ``confidence_threshold`` is the confidence score below which the
+    model that predicted flags a case (its ``bratseg.json``; None: the default of
+    :mod:`bratseg.inference.confidence`).
     """
 
     labels: np.ndarray
@@ -68,6 +70,7 @@ class Prediction:
     seconds: float
     probabilities: np.ndarray | None = None
     warnings: list[str] = field(default_factory=list)
+    confidence_threshold: float | None = None
 
     def region_volumes(self) -> dict[str, float]:
         """Volume of each tumour region in cm3."""
@@ -174,6 +177,8 @@ class Segmenter:
             cases, where it never lowered Dice, while it cut the validation HD95 from 31 to
             7 mm (model_card.md).
         model_dir: the model folder it was loaded from (None for a model built in memory).
+        confidence_threshold: the confidence score below which its predictions are flagged,
+            calibrated per model on cases it never saw (``bratseg.json``; None: the default).
     """
 
     def __init__(
@@ -188,6 +193,7 @@ class Segmenter:
         threads: int | None = None,
         min_component_fraction: float = 0.1,
         model_dir: str | Path | None = None,
+        confidence_threshold: float | None = None,
     ):
         if precision not in ("auto", "bf16", "fp32"):
             raise ValueError(f"precision must be auto, bf16 or fp32, not {precision!r}")
@@ -202,6 +208,7 @@ class Segmenter:
         self.flip_tta = flip_tta
         self.min_component_fraction = min_component_fraction
         self.model_dir = None if model_dir is None else Path(model_dir)
+        self.confidence_threshold = confidence_threshold
 
     @classmethod
     def from_pretrained(cls, model_dir: str | Path | None = None, **kwargs) -> Segmenter:
@@ -220,6 +227,10 @@ class Segmenter:
                 f"{model_dir}: config.json has {in_channels} input channels but preprocessing.json "
                 f"gives {len(channels)} ({len(prep.modalities)} modalities)"
             )
+        threshold = meta.get("confidence_threshold")
+        if threshold is not None and not (isinstance(threshold, (int, float)) and 0 < threshold <= 1):
+            raise ModelLoadError(f"{model_dir}: bratseg.json's confidence_threshold {threshold!r} is not in (0, 1]")
+        kwargs.setdefault("confidence_threshold", threshold)
         return cls(model, prep, meta.get("target", "regions"), model_dir=model_dir, **kwargs)
 
     @property
@@ -310,7 +321,9 @@ class Segmenter:
         for region in range(3):
             probabilities[region] = uncrop_xy(half[region], prep.start, prep.full_shape)
         seconds = prepared.seconds + network.seconds + (time.perf_counter() - t0)
-        prediction = Prediction(full_labels, prepared.volumes, seconds, probabilities, list(prepared.warnings))
+        prediction = Prediction(
+            full_labels, prepared.volumes, seconds, probabilities, list(prepared.warnings), self.confidence_threshold
+        )
         prediction.warnings += guards.check_result(prediction)
         return prediction
 
@@ -343,26 +356,6 @@ class Segmenter:
             return probs
         ncr, ed, et = probs[:, NCR], probs[:, ED], probs[:, ET]
         return torch.stack([ncr + ed + et, ncr + et, et], dim=1)
-
-
-def resolve_precision(precision: str, device: str | torch.device = "cpu") -> str:
-    """The precision ``auto`` stands for on ``device``: bf16 on a GPU or a CPU with native
-    bf16, else fp32; ``bf16`` and ``fp32`` stand for themselves."""
-    if precision != "auto":
-        return precision
-    return "bf16" if parse_device(device).type == "cuda" or cpu_has_bf16() else "fp32"
-
-
-def parse_device(device: str | torch.device) -> torch.device:
-    """``device`` as a torch device; :class:`BratsegError` when it names none, or a GPU this
-    machine does not have."""
-    try:
-        parsed = torch.device(device)
-    except RuntimeError:
-        raise BratsegError(f"device {device!r}: not a torch device (cpu, cuda or cuda:N)") from None
-    if parsed.type == "cuda" and not torch.cuda.is_available():
-        raise BratsegError(f"device {device!r}: no CUDA GPU is available here")
-    return parsed
 
 
 def weights_version(model_dir: str | Path) -> str:

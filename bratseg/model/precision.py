@@ -1,10 +1,12 @@
-"""Which precision the network runs in: shared by training and inference."""
+"""Which device and precision the network runs on: shared by training and inference."""
 
 from __future__ import annotations
 
 from pathlib import Path
 
 import torch
+
+from bratseg.errors import BratsegError
 
 
 def cpu_has_bf16() -> bool:
@@ -18,3 +20,23 @@ def cpu_has_bf16() -> bool:
         except OSError:
             return False
         return "avx512_bf16" in flags or "amx_bf16" in flags
+
+
+def resolve_precision(precision: str, device: str | torch.device = "cpu") -> str:
+    """The precision ``auto`` stands for on ``device``: bf16 on a GPU or a CPU with native
+    bf16, else fp32; ``bf16`` and ``fp32`` stand for themselves."""
+    if precision != "auto":
+        return precision
+    return "bf16" if parse_device(device).type == "cuda" or cpu_has_bf16() else "fp32"
+
+
+def parse_device(device: str | torch.device) -> torch.device:
+    """``device`` as a torch device; :class:`BratsegError` when it names none, or a GPU this
+    machine does not have."""
+    try:
+        parsed = torch.device(device)
+    except RuntimeError:
+        raise BratsegError(f"device {device!r}: not a torch device (cpu, cuda or cuda:N)") from None
+    if parsed.type == "cuda" and not torch.cuda.is_available():
+        raise BratsegError(f"device {device!r}: no CUDA GPU is available here")
+    return parsed

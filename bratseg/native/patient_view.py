@@ -46,4 +46,6 @@ def on_patient_grid(native: NativePrediction) -> Prediction:
         probabilities = np.stack(
             [np.asarray(native.on_reference_grid(region).dataobj) for region in native.brats.probabilities]
         ).astype(np.float16)
-    return Prediction(labels, volumes, native.seconds, probabilities, list(native.warnings))
+    return Prediction(
+        labels, volumes, native.seconds, probabilities, list(native.warnings), native.brats.confidence_threshold
+    )
