@@ -57,7 +57,7 @@ def _peak_rss_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux: KiB
 
 
-def worker_bratseg(case: Path, runs: int, threads: int, variant: str) -> dict:
+def worker_bratseg(case: Path, runs: int, threads: int, variant: str, model_dir: Path | None = None) -> dict:
     t0 = time.perf_counter()
     import torch
 
@@ -85,7 +85,7 @@ def worker_bratseg(case: Path, runs: int, threads: int, variant: str) -> dict:
             kwargs["precision"] = "fp32"
         seg = predictor.Segmenter(model, prep, batch_size=32, **kwargs)
     else:
-        seg = predictor.Segmenter.from_pretrained(**kwargs)
+        seg = predictor.Segmenter.from_pretrained(model_dir, **kwargs)
     if variant == "compile":
         seg.model = torch.compile(seg.model, dynamic=False)
     if variant == "onnxruntime":
@@ -256,14 +256,18 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=os.cpu_count())
     parser.add_argument("--variants", action="store_true", help="also the variants kept or rejected")
     parser.add_argument("--no-monai", action="store_true")
+    parser.add_argument(
+        "--compare", type=Path, nargs="+", default=[], help="also time these model folders, in the same run"
+    )
     parser.add_argument("--json", type=Path, help="write the raw results here")
     parser.add_argument("--worker", help=argparse.SUPPRESS)
+    parser.add_argument("--model-dir", type=Path, help=argparse.SUPPRESS)
     parser.add_argument("--variant", default="default", help=argparse.SUPPRESS)
     args = parser.parse_args()
 
     if args.worker:
         if args.worker == "bratseg":
-            result = worker_bratseg(args.case, args.runs, args.threads, args.variant)
+            result = worker_bratseg(args.case, args.runs, args.threads, args.variant, args.model_dir)
         elif args.worker == "monai":
             result = worker_monai(args.case, args.monai_runs, args.threads, args.variant)
         elif args.worker == "import":
@@ -281,8 +285,9 @@ def main() -> None:
     common = ["--case", str(args.case), "--threads", str(args.threads)]
     rows: list[tuple[str, dict]] = []
 
-    def bratseg(variant: str, label: str) -> None:
-        r = _run_worker("bratseg", *common, "--runs", str(args.runs), "--variant", variant)
+    def bratseg(variant: str, label: str, model_dir: Path | None = None) -> None:
+        model = [] if model_dir is None else ["--model-dir", str(model_dir)]
+        r = _run_worker("bratseg", *common, "--runs", str(args.runs), "--variant", variant, *model)
         rows.append((label, r))
         print(f"  {label}: {r.get('failed') or _fmt(r['warm_median_s']) + ' s warm median'}", file=sys.stderr)
 
@@ -290,6 +295,8 @@ def main() -> None:
     # cold file caches (scans, weights, Python bytecode) in its first call.
     _run_worker("bratseg", *common, "--runs", "2", "--variant", "default")
     bratseg("default", "bratseg (shipped defaults)")
+    for model_dir in args.compare:
+        bratseg("default", f"bratseg, model {model_dir}", model_dir)
     if args.variants:
         bratseg("fp32", "bratseg fp32")
         bratseg("smp", "SMP model, BatchNorm not folded, batch 32, bf16")

@@ -16,7 +16,8 @@ command is printed first. ``--data`` defaults to ``$BRATSEG_DATA/brats18``.
 A fold's validation cases are its held-out cases, so the fold predicts with the weights of its
 final epoch (``--checkpoint last``, exported to RUN/fold_K/model_last), as nnU-Net validates:
 the epoch that scored best on those same cases (``--checkpoint best``, the run's own
-``model`` folder) would flatter the estimate.
+``model`` folder) would flatter the estimate. ``--modalities flair t1ce`` predicts the same
+folds with those files only (the others fed as zeros, as for a user who has only them).
 """
 
 from __future__ import annotations
@@ -44,6 +45,11 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=Path("outputs/cv"))
     parser.add_argument("--folds", type=int, default=5)
     parser.add_argument("--only", type=int, nargs="*", help="run these folds only (the report pools what exists)")
+    parser.add_argument(
+        "--modalities",
+        nargs="+",
+        help="predict with these modalities only, e.g. flair t1ce (the folds are trained as configured)",
+    )
     parser.add_argument("--checkpoint", choices=("last", "best"), default="last", help="which epoch predicts")
     args = parser.parse_args()
     for path in (args.cache / "split.json", args.data, args.config):
@@ -59,7 +65,8 @@ def main() -> None:
             fold_args = ["--fold", str(fold), "--num-folds", str(args.folds), "--resume"]
             run("train", "--cache", args.cache, "--out", run_dir, "--config", args.config, *fold_args)
         val = fold_split(cases, args.folds, fold, split.get("seed", 0))["val"]
-        linked = link_cases(args.data, val, out / "cases" / f"fold_{fold}")
+        only = None if args.modalities is None else (*args.modalities, "seg")
+        linked = link_cases(args.data, val, out / "cases" / f"fold_{fold}", only=only)
         model = run_dir / "model"
         if args.checkpoint == "last":
             model = run_dir / "model_last"

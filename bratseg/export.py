@@ -138,7 +138,12 @@ def _model_card(meta: dict, prep: PreprocessingConfig) -> str:
         output = "sigmoid maps of the overlapping regions " + ", ".join(meta["regions"])
     else:
         output = "softmax over background, NCR, ED, ET"
-    dice_line = ", ".join(f"{k} {v:.3f}" for k, v in dice.items() if v is not None) or "n/a (none held out)"
+    dice_line = ", ".join(f"{k} {v:.3f}" for k, v in dice.items() if v is not None) or "n/a"
+    validation_line = (
+        'Trained on every case of its cache, none held out (nnU-Net\'s fold "all").'
+        if tc.get("all_cases")
+        else f"Validation Dice on the cached slices of the held-out cases at that epoch: {dice_line}."
+    )
     threshold = meta.get("confidence_threshold")
     threshold_line = f"\n- Cases with a confidence score below {threshold} are flagged for review." if threshold else ""
     return f"""---
@@ -161,8 +166,8 @@ medical device.**
 - Training: {tc["epochs"]} epochs at most, early stopping patience {tc["patience"]}, AdamW lr
   {tc["lr"]}, batch {tc["batch_size"]}, Dice + cross-entropy; weights of epoch {meta["best_epoch"]}
   ({meta["checkpoint"]}).
-- Validation Dice on the cached slices of the held-out cases at that epoch: {dice_line}.{threshold_line}
-  Whole-volume figures from `bratseg evaluate` are in the project's `model_card.md`.
+- {validation_line}
+  Whole-volume figures from `bratseg evaluate` are in the project's `model_card.md`.{threshold_line}
 
 Load it with:
 

@@ -6,6 +6,8 @@ from __future__ import annotations
 import contextlib
 import csv
 import io
+import json
+import shutil
 from pathlib import Path
 
 import nibabel as nib
@@ -15,7 +17,7 @@ from PIL import Image
 
 from bratseg.cli import main
 from bratseg.inference.case_extras import uncertainty_path
-from bratseg.inference.confidence import LOW_CONFIDENCE_THRESHOLD
+from bratseg.inference.predictor import SHIPPED_MODEL
 
 
 def test_uncertainty_path_keeps_the_suffix() -> None:
@@ -67,7 +69,27 @@ def test_confidence_in_the_line_and_the_table(batch_run, brats18_case: Path) -> 
         (row,) = list(csv.DictReader(fh))
     score = float(row["confidence"])
     assert 0.0 <= score <= 1.0
-    assert row["low_confidence"] == str(score < LOW_CONFIDENCE_THRESHOLD).lower()
+    threshold = json.loads((SHIPPED_MODEL / "bratseg.json").read_text())["confidence_threshold"]
+    assert row["low_confidence"] == str(score < threshold).lower()
+
+
+def test_the_flag_follows_the_models_own_threshold(brats18_case: Path, tmp_path: Path) -> None:
+    # The same model with a threshold above any score: the case must be flagged, in the
+    # printed line and in volumes.csv, with the threshold of the folder that predicted.
+    model = tmp_path / "strict"
+    shutil.copytree(SHIPPED_MODEL, model)
+    meta = json.loads((model / "bratseg.json").read_text())
+    (model / "bratseg.json").write_text(json.dumps({**meta, "confidence_threshold": 0.999}))
+    (tmp_path / "cases").mkdir()
+    (tmp_path / "cases" / brats18_case.name).symlink_to(brats18_case)
+    printed = io.StringIO()
+    with contextlib.redirect_stdout(printed):
+        rc = main(["predict", str(tmp_path / "cases"), "--output", str(tmp_path / "pred"), "--model", str(model)])
+    assert rc == 0
+    assert "low confidence: review carefully" in printed.getvalue()
+    with open(tmp_path / "pred" / "volumes.csv", newline="") as fh:
+        (row,) = list(csv.DictReader(fh))
+    assert row["low_confidence"] == "true" and float(row["confidence"]) < 0.999
 
 
 def test_rerun_adds_a_missing_extra(batch_run, brats18_case: Path, tmp_path: Path) -> None:

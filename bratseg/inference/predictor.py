@@ -173,9 +173,9 @@ class Segmenter:
         threads: intra-op threads for torch (process-wide); None leaves torch's default
             (one per physical core).
         min_component_fraction: connected components of the whole tumour smaller than this
-            fraction of the largest are removed (0 keeps everything); chosen on the training
-            cases, where it never lowered Dice, while it cut the validation HD95 from 31 to
-            7 mm (model_card.md).
+            fraction of the largest are removed (0 keeps everything); chosen by
+            cross-validation over the 27 labelled cases, where it never lowered Dice
+            (BENCHMARKS.md, "Model v2").
         model_dir: the model folder it was loaded from (None for a model built in memory).
         confidence_threshold: the confidence score below which its predictions are flagged,
             calibrated per model on cases it never saw (``bratseg.json``; None: the default).
