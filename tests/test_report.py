@@ -4,6 +4,7 @@ model, read back with pypdf and Pillow; and the ``bratseg report`` command."""
 from __future__ import annotations
 
 import hashlib
+import json
 
 import numpy as np
 import pytest
@@ -100,6 +101,9 @@ def test_cli_report_runs_the_model(brats18_case, tmp_path, capsys, one_torch_thr
     text, reader = _text(out)
     assert "Brats18_2013_11_1" in text and WEIGHTS_SHA256 in text.replace(" ", "") and len(reader.pages) == 1
     assert (tmp_path / "p.png").stat().st_size > 10_000
+    # The flag follows the shipped model's own threshold (its bratseg.json), not a constant.
+    threshold = json.loads((SHIPPED_MODEL / "bratseg.json").read_text())["confidence_threshold"]
+    assert f"cases below {threshold:.2f} are flagged" in text, text
 
 
 @pytest.mark.slow

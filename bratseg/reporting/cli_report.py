@@ -94,6 +94,7 @@ def run_report(args: argparse.Namespace) -> None:
         if args.confidence:
             modelled = from_pretrained(args.model).segment(volumes)
             prediction.probabilities, prediction.warnings = modelled.probabilities, modelled.warnings
+            prediction.confidence_threshold = modelled.confidence_threshold
     else:
         from bratseg.native.dispatch import segment_any
         from bratseg.native.pipeline import NativePrediction
