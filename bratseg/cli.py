@@ -2,7 +2,7 @@
 
 bratseg cache DATA_DIR --out CACHE_DIR
 bratseg train --cache CACHE_DIR --out RUN_DIR [--config FILE] [--epochs N] [--resume]
-bratseg export RUN_DIR --out MODEL_DIR
+bratseg export RUN_DIR --out MODEL_DIR [--checkpoint last] [--confidence-threshold T]
 bratseg predict CASE_OR_DATA_DIR --output OUT [--model MODEL_DIR]
 bratseg evaluate --pred PRED --ref REF --out REPORT_DIR
 bratseg report CASE_DIR --out report.pdf [--model MODEL_DIR] [--seg SEG.nii.gz]
@@ -129,7 +129,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--resume", action="store_true", help="continue from RUN_DIR/last.pt")
     p.set_defaults(func=_cmd_train)
 
-    p = sub.add_parser("export", help="write a run's best weights as a model folder")
+    p = sub.add_parser("export", help="write a run's weights (best or final epoch) as a model folder")
     p.add_argument("run_dir", type=Path)
     p.add_argument("--out", type=Path, required=True)
     p.add_argument(
