@@ -58,16 +58,19 @@ def export_run(
     if confidence_threshold is not None and not 0 < confidence_threshold <= 1:
         raise ValueError(f"confidence_threshold must be in (0, 1], not {confidence_threshold!r}")
     _check_replaceable(out_dir)
-    best = run_dir / ("best.safetensors" if checkpoint == "best" else "last.pt")
-    if not best.exists():
-        raise ModelLoadError(f"{best}: missing; the run has not finished an epoch")
+    weights_file = run_dir / ("best.safetensors" if checkpoint == "best" else "last.pt")
+    if not weights_file.exists():
+        raise ModelLoadError(f"{weights_file}: missing; the run has not finished an epoch")
     train_config = json.loads((run_dir / "train_config.json").read_text())
     prep = PreprocessingConfig.from_json(run_dir / "preprocessing.json")
     target = train_config["target"]
     if model_kwargs is None:
         model_kwargs = unet_kwargs(train_config, in_channels=len(prep.channels))
     model = build_unet(**model_kwargs)
-    model.load_state_dict(load_file(str(best)) if checkpoint == "best" else load_checkpoint(best)["model"])
+    if checkpoint == "best":
+        model.load_state_dict(load_file(str(weights_file)))
+    else:
+        model.load_state_dict(load_checkpoint(weights_file)["model"])
     history = []
     if (run_dir / "metrics.jsonl").exists():
         history = [json.loads(x) for x in (run_dir / "metrics.jsonl").read_text().splitlines()]
@@ -86,7 +89,8 @@ def export_run(
         overflow = [k for k, v in model.state_dict().items() if v.is_floating_point() and not torch.isfinite(v).all()]
         if overflow:
             # float16 tops out at 65504: a larger weight or BatchNorm variance would load as inf.
-            raise BratsegError(f"{best}: {', '.join(overflow[:3])} overflow {dtype}; export with dtype='float32'")
+            names = ", ".join(overflow[:3])
+            raise BratsegError(f"{weights_file}: {names} overflow {dtype}; export with dtype='float32'")
         model.save_pretrained(tmp)
         prep.to_json(tmp / "preprocessing.json")
         meta = {
