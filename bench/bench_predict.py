@@ -8,6 +8,8 @@ configuration's own, and every first call is as cold as in a real CLI call):
   import time and model-load time; peak RSS.
 * variants kept or rejected while optimising (``--variants``): fp32, the SMP model without
   BatchNorm folding, flip TTA, other batch sizes, torch.compile, ONNX Runtime.
+* other model folders with the shipped defaults (``--compare DIR ...``), timed in the same run
+  as the shipped model, so that their ratio does not depend on the machine's day.
 * MONAI's SegResNet in the configuration of MONAI's BraTS tutorial
   (``3d_segmentation/brats_segmentation_3d``): ``SegResNet(blocks_down=[1, 2, 2, 4],
   blocks_up=[1, 1, 1], init_filters=16, in_channels=4, out_channels=3, dropout_prob=0.2)``,
@@ -20,7 +22,7 @@ configuration's own, and every first call is as cold as in a real CLI call):
 
 Usage:
     python bench/bench_predict.py [--case CASE_DIR] [--runs 5] [--cli-runs 5] [--threads N]
-                                  [--variants] [--no-monai] [--json OUT.json]
+                                  [--variants] [--no-monai] [--compare MODEL_DIR ...] [--json OUT.json]
 
 The case defaults to ``$BRATSEG_DATA/brats18/Brats18_2013_11_1`` (``../shared/data`` beside the
 checkout). Take figures on a quiet machine: the script prints the load average before and
