@@ -18,6 +18,7 @@ import torch
 from safetensors.torch import load_file
 
 from bratseg.errors import BratsegError, ModelLoadError
+from bratseg.inference.confidence import is_valid_threshold
 from bratseg.model.unet import build_unet, unet_kwargs
 from bratseg.preprocessing.config import PreprocessingConfig
 from bratseg.training.run_files import load_checkpoint
@@ -55,7 +56,7 @@ def export_run(
         raise ValueError(f"dtype must be one of {WEIGHT_DTYPES}, not {dtype!r}")
     if checkpoint not in CHECKPOINTS:
         raise ValueError(f"checkpoint must be one of {CHECKPOINTS}, not {checkpoint!r}")
-    if confidence_threshold is not None and not 0 < confidence_threshold <= 1:
+    if confidence_threshold is not None and not is_valid_threshold(confidence_threshold):
         raise ValueError(f"confidence_threshold must be in (0, 1], not {confidence_threshold!r}")
     _check_replaceable(out_dir)
     weights_file = run_dir / ("best.safetensors" if checkpoint == "best" else "last.pt")

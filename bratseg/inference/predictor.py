@@ -34,6 +34,7 @@ from bratseg.data.labels import ED, ET, NCR, regions_to_labels, to_brats2020
 from bratseg.data.layout import Case, case_from_folder
 from bratseg.errors import ModelLoadError
 from bratseg.inference import guards
+from bratseg.inference.confidence import is_valid_threshold
 from bratseg.inference.network_cache import load_folded_network, store_description
 from bratseg.inference.postprocessing import remove_small_components
 from bratseg.inference.regions import region_volumes
@@ -228,7 +229,7 @@ class Segmenter:
                 f"gives {len(channels)} ({len(prep.modalities)} modalities)"
             )
         threshold = meta.get("confidence_threshold")
-        if threshold is not None and not (isinstance(threshold, (int, float)) and 0 < threshold <= 1):
+        if threshold is not None and not is_valid_threshold(threshold):
             raise ModelLoadError(f"{model_dir}: bratseg.json's confidence_threshold {threshold!r} is not in (0, 1]")
         kwargs.setdefault("confidence_threshold", threshold)
         return cls(model, prep, meta.get("target", "regions"), model_dir=model_dir, **kwargs)
