@@ -81,7 +81,7 @@ def main() -> None:
 
     print(f"\n## Inference precision and TTA: whole-volume Dice on {len(val)} validation cases\n")
     print(f"Command: `python {' '.join(shlex.quote(a) for a in sys.argv)}`  ")
-    print(f"Model: {model_dir or 'shipped'} (best epoch {meta.get('best_epoch')})\n")
+    print(f"Model: {model_dir or 'shipped'} (epoch {meta.get('epoch', meta.get('best_epoch'))})\n")
     print("| config | Dice WT | Dice TC | Dice ET | mean | median s/case |")
     print("|---|---|---|---|---|---|")
     means = {}

@@ -101,7 +101,7 @@ def export_run(
             "weights_dtype": dtype,
             "train_config": train_config,
             "checkpoint": checkpoint,
-            "best_epoch": best_record.get("epoch"),
+            "epoch": best_record.get("epoch"),
             "validation_slice_dice": {k: best_record.get(f"dice_{k}") for k in ("WT", "TC", "ET")},
         }
         if confidence_threshold is not None:
@@ -169,7 +169,7 @@ medical device.**
 - Output: {output};
   written as BraTS 2020 labels 0/1/2/4.
 - Training: {tc["epochs"]} epochs at most, early stopping patience {tc["patience"]}, AdamW lr
-  {tc["lr"]}, batch {tc["batch_size"]}, Dice + cross-entropy; weights of epoch {meta["best_epoch"]}
+  {tc["lr"]}, batch {tc["batch_size"]}, Dice + cross-entropy; weights of epoch {meta["epoch"]}
   ({meta["checkpoint"]}).
 - {validation_line}
   Whole-volume figures from `bratseg evaluate` are in the project's `model_card.md`.{threshold_line}

@@ -22,6 +22,7 @@ from bratseg.export import MODEL_FILES, export_run
 from bratseg.inference.predictor import Segmenter
 from bratseg.model.unet import build_unet
 from bratseg.preprocessing.config import PreprocessingConfig
+from bratseg.reporting.report import model_info
 from bratseg.training.config import TrainConfig
 from bratseg.training.trainer import train
 
@@ -91,7 +92,7 @@ def test_float16_export_agrees(run_dir: Path, case: Path, tmp_path: Path):
 def test_the_run_exports_itself_at_the_end(run_dir: Path):
     assert {p.name for p in (run_dir / "model").iterdir()} == MODEL_FILES
     meta = json.loads((run_dir / "model" / "bratseg.json").read_text())
-    assert meta["best_epoch"] in (1, 2) and meta["train_config"]["epochs"] == 2
+    assert meta["epoch"] in (1, 2) and meta["train_config"]["epochs"] == 2
 
 
 class _Boom:
@@ -182,7 +183,9 @@ def test_last_checkpoint_exports_the_final_epoch(run_dir: Path, tmp_path: Path):
     assert final.keys() == exported.keys()
     assert all(torch.equal(final[k].float(), exported[k].float()) for k in final)
     meta = json.loads((out / "bratseg.json").read_text())
-    assert meta["checkpoint"] == "last" and meta["best_epoch"] == 2
+    assert meta["checkpoint"] == "last" and meta["epoch"] == 2
+    # A report names the epoch and the checkpoint, not a "best epoch" the weights are not.
+    assert model_info(out).version == "model (epoch 2, last)"
     with pytest.raises(ValueError, match="checkpoint"):
         export_run(run_dir, tmp_path / "other", checkpoint="middle")
 

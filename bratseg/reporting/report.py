@@ -100,8 +100,10 @@ def model_info(model_dir: str | Path | None = None) -> ModelInfo:
     except (OSError, ValueError):
         meta = {}  # a report can still name the folder and hash the weights
     package = _package_version()
-    # Exported folders carry no version number yet: the folder and its best epoch identify it.
-    version = str(meta.get("version") or f"{model_dir.name} (best epoch {meta.get('best_epoch', '?')})")
+    # Exported folders carry no version number yet: the folder and its epoch identify it
+    # (folders exported before the "epoch" key named it "best_epoch").
+    epoch = meta.get("epoch", meta.get("best_epoch", "?"))
+    version = str(meta.get("version") or f"{model_dir.name} (epoch {epoch}, {meta.get('checkpoint', 'best')})")
     return ModelInfo(_model_name(model_dir, meta), model_dir.name, version, weights_sha256(model_dir), package)
 
 
