@@ -264,7 +264,7 @@ def burst_once(args: argparse.Namespace, cases: list[dict[str, Path]], log: Path
 def bench_burst(args: argparse.Namespace) -> None:
     folders = sorted(p for p in (DATA / "brats18").iterdir() if p.is_dir())[: args.requests]
     cases = [{m: next(f.glob(f"*_{m}.nii.gz")) for m in ("flair", "t1ce")} for f in folders]
-    from bratseg.serving.flask_app import serve_plan
+    from bratseg.serving.server import serve_plan
 
     threads, queue = serve_plan(args.threads, args.max_concurrent)
     print(

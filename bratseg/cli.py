@@ -86,7 +86,7 @@ def _cmd_report(args: argparse.Namespace) -> None:
 
 
 def _cmd_serve(args: argparse.Namespace) -> None:
-    from bratseg.serving.flask_app import serve
+    from bratseg.serving.server import serve
 
     serve(args)
 

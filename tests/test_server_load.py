@@ -16,7 +16,8 @@ from concurrent.futures import ThreadPoolExecutor
 import pytest
 from serving_cases import crop_case
 
-from bratseg.serving.flask_app import RESERVED_THREADS, create_app, serve_plan
+from bratseg.serving.flask_app import create_app
+from bratseg.serving.server import RESERVED_THREADS, serve_plan
 from bratseg.serving.service import InferenceService, ServiceBusyError
 
 httpx = pytest.importorskip("httpx")
