@@ -17,13 +17,14 @@ they cost no extra network pass.
 
   Validated on cross-validation predictions over the 27 expert-labelled cases (each case
   predicted by a fold model that never saw it; ``bench/confidence_calibration.py``,
-  BENCHMARKS.md): Spearman correlation 0.85 with the actual whole-tumour Dice (p = 2e-8),
-  first of six candidate scores. A case scoring below the model's threshold is flagged
-  :data:`LOW_CONFIDENCE_MESSAGE`. The threshold is calibrated per model, on cases it (or its
-  recipe's fold models) never saw, and shipped in its ``bratseg.json``
-  (``confidence_threshold``); the shipped model's is 0.76, which flagged all 7 of the 27
-  cases with WT Dice below 0.80, with 2 false alarms. A calibration on 27 cases is a first
-  one, not a guarantee.
+  BENCHMARKS.md): Spearman correlation 0.76 with the actual whole-tumour Dice on the 5-fold
+  CV (p = 5e-6; 0.85 on a 3-fold one), first of six candidate scores. A case scoring below
+  the model's threshold is flagged :data:`LOW_CONFIDENCE_MESSAGE`. The threshold is
+  calibrated per model, on cases it (or its recipe's fold models) never saw, and shipped in
+  its ``bratseg.json`` (``confidence_threshold``); the shipped model's is 0.76, which flagged
+  all 7 of the 27 cases with WT Dice below 0.80 on the 3-fold CV (2 false alarms) and 3 of 4
+  on the 5-fold one (3 false alarms). A calibration on 27 cases is a first one, not a
+  guarantee.
 
 Example:
     >>> import numpy as np
