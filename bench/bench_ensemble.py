@@ -11,7 +11,7 @@ what that would cost here and what it gives, on cases no model of either kind tr
 
 Every configuration prepares the case once (the same preprocessing for all) and is timed on
 the network and post-processing (``run_network`` + ``finish``; preprocessing is the same for
-all and is reported once): median of ``--runs`` warm calls after one warm-up. Dice and HD95
+all and is reported once): median of ``--repeats`` warm calls after one warm-up. Dice and HD95
 are scored against a reference label (by default TCGA-DU-7294 against the majority vote of
 five BraTS 2020 algorithms: no expert label, and one case, so its Dice is an anecdote; the
 cost is the measurement).
@@ -37,14 +37,14 @@ import torch
 from machine_load import MachineLoad
 
 from bratseg.evaluation.metrics import evaluate_case
-from bratseg.inference.predictor import NetworkOutput, Segmenter
+from bratseg.inference.predictor import NetworkOutput, PreparedInput, Segmenter
 
 REPO = Path(__file__).resolve().parents[1]
 DATA = Path(os.environ.get("BRATSEG_DATA", REPO.parent / "shared" / "data"))
 TCGA = DATA / "tcga" / "TCGA-DU-7294"
 
 
-def ensemble_network(members: list[Segmenter], prepared) -> NetworkOutput:
+def ensemble_network(members: list[Segmenter], prepared: PreparedInput) -> NetworkOutput:
     """The mean of the members' region probabilities on the same prepared slices."""
     t0 = time.perf_counter()
     total = None
