@@ -76,11 +76,11 @@ def export_run(
     if (run_dir / "metrics.jsonl").exists():
         history = [json.loads(x) for x in (run_dir / "metrics.jsonl").read_text().splitlines()]
     if not history:
-        best_record = {}
+        exported_record = {}
     elif checkpoint == "best":
-        best_record = max(history, key=lambda h: h["val_mean_dice"])
+        exported_record = max(history, key=lambda h: h["val_mean_dice"])
     else:
-        best_record = history[-1]
+        exported_record = history[-1]
 
     out_dir.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(dir=out_dir.parent, prefix=f".{out_dir.name}."))
@@ -101,8 +101,8 @@ def export_run(
             "weights_dtype": dtype,
             "train_config": train_config,
             "checkpoint": checkpoint,
-            "epoch": best_record.get("epoch"),
-            "validation_slice_dice": {k: best_record.get(f"dice_{k}") for k in ("WT", "TC", "ET")},
+            "epoch": exported_record.get("epoch"),
+            "validation_slice_dice": {k: exported_record.get(f"dice_{k}") for k in ("WT", "TC", "ET")},
         }
         if confidence_threshold is not None:
             meta["confidence_threshold"] = confidence_threshold
