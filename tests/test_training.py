@@ -159,6 +159,28 @@ def test_an_interrupted_checkpoint_write_keeps_the_previous_one(reference_run: P
     assert torch.load(run / "last.pt", weights_only=True)["state"]["epoch"] == ckpt["state"]["epoch"]
 
 
+def test_patch_training_with_a_weight_average_resumes_exactly(tiny_cache: Path, tmp_path: Path):
+    """Patches and an EMA of the weights: validation and best.safetensors use the average,
+    last.pt keeps both, and a run stopped after epoch 1 and resumed ends bit-identical."""
+    options = dict(SMALL, num_workers=0, patch_size=[32, 32], ema_decay=0.9)
+    reference = train(tiny_cache, tmp_path / "reference", TrainConfig(**options))
+    last = torch.load(reference / "last.pt", map_location="cpu", weights_only=True)
+    assert int(last["ema"]["n_averaged"]) == 2 * SMALL["max_train_batches"]
+    averaged = {k.removeprefix("module."): v for k, v in last["ema"].items() if k != "n_averaged"}
+    raw_differs = any(not torch.equal(averaged[k], v) for k, v in last["model"].items() if v.is_floating_point())
+    assert raw_differs, "the average must not be the raw weights"
+    best = load_file(str(reference / "best.safetensors"))
+    best_epoch = max(metrics(reference), key=lambda m: m["val_mean_dice"])["epoch"]
+    if best_epoch == 2:
+        assert all(torch.equal(best[k], averaged[k]) for k in best)
+    run = tmp_path / "run"
+    train(tiny_cache, run, TrainConfig(**{**options, "epochs": 1}))
+    train(tiny_cache, run, TrainConfig(**options), resume=True)
+    assert_same_weights(run, reference)
+    resumed = torch.load(run / "last.pt", map_location="cpu", weights_only=True)["ema"]
+    assert all(torch.equal(resumed[k], last["ema"][k]) for k in last["ema"])
+
+
 def test_resume_without_a_checkpoint_starts_fresh(tiny_cache: Path, tmp_path: Path, capsys):
     """What a SIGKILL during the first checkpoint write leaves: a temporary and no last.pt.
     The temporary is never taken for a checkpoint, and is cleared."""

@@ -36,6 +36,15 @@ class TrainConfig:
         all_cases: train on every case of the cache with no validation cases (nnU-Net's
             fold "all", how a configuration chosen by cross-validation is trained to ship);
             without validation Dice the best epoch is the one of lowest training loss.
+        patch_size: train on random ``[height, width]`` crops of the cached slices instead of
+            whole slices (nnU-Net's patch training: a cheaper step, so a longer schedule fits);
+            prediction still runs on the whole window (the network is fully convolutional).
+            Empty: whole slices.
+        foreground_fraction: with ``patch_size``, the probability that a crop is centred on a
+            random tumour voxel (nnU-Net forces a third of its patches to hold foreground).
+        ema_decay: keep an exponential moving average of the weights with this decay
+            (``torch.optim.swa_utils``); validation, ``best.safetensors`` and the exported
+            model use the averaged weights, ``last.pt`` keeps both. 0 turns it off.
         amp: ``auto`` uses bf16 autocast on CPUs that support it and on CUDA.
         num_workers: data-loading worker processes; threads: torch compute threads
             (0 = torch's default).
@@ -53,6 +62,9 @@ class TrainConfig:
     modality_dropout: float = 0.3
     augment: bool = True
     intensity_augment: bool = False
+    patch_size: list[int] = field(default_factory=list)
+    foreground_fraction: float = 0.33
+    ema_decay: float = 0.0
     init_weights: str = ""
     fold: int | None = None
     num_folds: int = 5

@@ -76,6 +76,8 @@ class SliceDataset(Dataset):
         augment: bool = False,
         modality_dropout: float = 0.0,
         intensity_augment: bool = False,
+        patch_size: tuple[int, int] | list[int] | None = None,
+        foreground_fraction: float = 0.33,
     ):
         self.cache_dir = Path(cache_dir)
         self.config = PreprocessingConfig.from_json(self.cache_dir / "preprocessing.json")
@@ -86,6 +88,12 @@ class SliceDataset(Dataset):
         self.target = target
         self.transform = training_augmentation(intensity_augment) if augment else None
         self.modality_dropout = modality_dropout
+        self.patch_size = tuple(patch_size) if patch_size else None
+        if self.patch_size and (
+            len(self.patch_size) != 2 or not all(0 < p <= s for p, s in zip(self.patch_size, self.config.crop_size))
+        ):
+            raise ValueError(f"patch_size {list(self.patch_size)} must be 2 sizes within the slice {self.config.crop_size}")
+        self.foreground_fraction = foreground_fraction
         # Channels zeroed by modality dropout: every optional one (all but FLAIR and T1ce).
         self.optional = [i for i, m in enumerate(self.config.channels) if m not in ("flair", "t1ce")]
         self.rng = np.random.default_rng(0)
@@ -113,6 +121,8 @@ class SliceDataset(Dataset):
             out = self.transform({"image": image, "label": label})
             image = np.asarray(out["image"], dtype=np.float32)
             label = np.asarray(out["label"]).astype(np.uint8)
+        if self.patch_size is not None:
+            image, label = self._crop(image, label)
         if self.optional and self.modality_dropout and self.rng.random() < self.modality_dropout:
             image[self.optional] = 0
         if self.target == "regions":
@@ -120,6 +130,22 @@ class SliceDataset(Dataset):
         else:
             target = torch.from_numpy(label[0].astype(np.int64))
         return torch.from_numpy(image), target
+
+
+    def _crop(self, image: np.ndarray, label: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """A ``patch_size`` window of the (augmented) slice: centred on a random tumour voxel
+        with probability ``foreground_fraction`` when the slice has tumour, else anywhere."""
+        ph, pw = self.patch_size
+        h, w = label.shape[-2:]
+        tumour = np.flatnonzero(label[0]) if self.rng.random() < self.foreground_fraction else np.empty(0)
+        if tumour.size:
+            cy, cx = divmod(int(tumour[self.rng.integers(tumour.size)]), w)
+            top = int(np.clip(cy - ph // 2, 0, h - ph))
+            left = int(np.clip(cx - pw // 2, 0, w - pw))
+        else:
+            top, left = int(self.rng.integers(h - ph + 1)), int(self.rng.integers(w - pw + 1))
+        window = (slice(None), slice(top, top + ph), slice(left, left + pw))
+        return np.ascontiguousarray(image[window]), np.ascontiguousarray(label[window])
 
 
 def seed_worker(worker_id: int) -> None:

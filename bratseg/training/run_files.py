@@ -53,13 +53,16 @@ def write_best(path: Path, model) -> None:
     atomic_write_bytes(path, lambda p: save_file(weights, str(p)))
 
 
-def write_checkpoint(path: Path, model, optimizer, scheduler, state: dict) -> None:
+def write_checkpoint(path: Path, model, optimizer, scheduler, state: dict, ema=None) -> None:
+    """``last.pt``: everything a resumed run needs, the weight average (``ema``) included."""
     ckpt = {
         "model": model.state_dict(),
         "optimizer": optimizer.state_dict(),
         "scheduler": scheduler.state_dict(),
         "state": state,
     }
+    if ema is not None:
+        ckpt["ema"] = ema.state_dict()
     atomic_write_bytes(path, lambda p: torch.save(ckpt, p))
 
 

@@ -21,6 +21,7 @@ from pathlib import Path
 import numpy as np
 import torch
 from torch.nn.parallel import DistributedDataParallel
+from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 from torch.utils.data import DataLoader
 from torch.utils.data.distributed import DistributedSampler
 from tqdm import tqdm
@@ -163,8 +164,21 @@ def _train(cache_dir: Path, run_dir: Path, config: TrainConfig, resume: bool, ct
     model = model.to(ctx.device, memory_format=torch.channels_last)
     optimizer = torch.optim.AdamW(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
 
+    # The weight average lives beside the model; validation and best.safetensors use it.
+    ema = (
+        AveragedModel(model, multi_avg_fn=get_ema_multi_avg_fn(config.ema_decay), use_buffers=True)
+        if config.ema_decay
+        else None
+    )
     train_set = SliceDataset(
-        cache_dir, split["train"], config.target, config.augment, config.modality_dropout, config.intensity_augment
+        cache_dir,
+        split["train"],
+        config.target,
+        config.augment,
+        config.modality_dropout,
+        config.intensity_augment,
+        patch_size=config.patch_size or None,
+        foreground_fraction=config.foreground_fraction,
     )
     val_set = SliceDataset(cache_dir, split["val"], config.target)
     if len(train_set) == 0:
@@ -185,6 +199,10 @@ def _train(cache_dir: Path, run_dir: Path, config: TrainConfig, resume: bool, ct
         model.load_state_dict(ckpt["model"])
         optimizer.load_state_dict(ckpt["optimizer"])
         scheduler.load_state_dict(ckpt["scheduler"])
+        if ema is not None:
+            if "ema" not in ckpt:
+                raise BratsegError(f"{last_path}: holds no weight average; this run trained without ema_decay")
+            ema.load_state_dict(ckpt["ema"])
         state = ckpt["state"]
         if ctx.is_main:
             print(f"resumed from {last_path} after epoch {state['epoch']}", flush=True)
@@ -201,9 +219,12 @@ def _train(cache_dir: Path, run_dir: Path, config: TrainConfig, resume: bool, ct
     while state["epoch"] < config.epochs and state["bad_epochs"] < config.patience:
         epoch = state["epoch"] + 1
         t0 = time.perf_counter()
-        train_loss = _train_epoch(net, train_set, optimizer, scheduler, loss_fn, config, ctx, epoch, steps_per_epoch)
+        train_loss = _train_epoch(
+            net, train_set, optimizer, scheduler, loss_fn, config, ctx, epoch, steps_per_epoch, ema
+        )
         ctx.sync_buffers(model)
-        val_loss, dice = _validate(model, val_set, val_cases, loss_fn, config, ctx)
+        validated = ema.module if ema is not None else model
+        val_loss, dice = _validate(validated, val_set, val_cases, loss_fn, config, ctx)
         score = float(dice.mean()) if dice.size else -train_loss
         improved = score > state["best_score"]
         state.update(epoch=epoch)
@@ -224,8 +245,8 @@ def _train(cache_dir: Path, run_dir: Path, config: TrainConfig, resume: bool, ct
         state["history"].append(record)
         if ctx.is_main:
             if improved:
-                write_best(run_dir / "best.safetensors", model)
-            write_checkpoint(last_path, model, optimizer, scheduler, state)
+                write_best(run_dir / "best.safetensors", validated)
+            write_checkpoint(last_path, model, optimizer, scheduler, state, ema)
             append_metrics(run_dir / "metrics.jsonl", record)
             plot_learning_curve(run_dir, state["history"])
             dice_text = (
@@ -291,7 +312,7 @@ def load_init_weights(model: torch.nn.Module, model_dir: Path, prep: Preprocessi
     model.load_state_dict({k: v.to(own[k].dtype) for k, v in weights.items()})
 
 
-def _train_epoch(net, dataset, optimizer, scheduler, loss_fn, config, ctx, epoch, steps) -> float:
+def _train_epoch(net, dataset, optimizer, scheduler, loss_fn, config, ctx, epoch, steps, ema=None) -> float:
     net.train()
     seed = epoch_seed(config.seed, epoch, ctx.rank)
     generator = torch.Generator().manual_seed(seed)
@@ -329,6 +350,8 @@ def _train_epoch(net, dataset, optimizer, scheduler, loss_fn, config, ctx, epoch
         loss.backward()
         optimizer.step()
         scheduler.step()
+        if ema is not None:
+            ema.update_parameters(net.module if ctx.distributed else net)
         total += float(loss.detach())
         count += 1
         bar.set_postfix(loss=f"{total / count:.4f}")
