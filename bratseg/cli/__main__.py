@@ -1,0 +1,7 @@
+"""``python -m bratseg.cli``: the ``bratseg`` command (``torchrun -m bratseg.cli train ...``)."""
+
+import sys
+
+from bratseg.cli import main
+
+sys.exit(main())
