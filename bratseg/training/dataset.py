@@ -92,7 +92,9 @@ class SliceDataset(Dataset):
         if self.patch_size and (
             len(self.patch_size) != 2 or not all(0 < p <= s for p, s in zip(self.patch_size, self.config.crop_size))
         ):
-            raise ValueError(f"patch_size {list(self.patch_size)} must be 2 sizes within the slice {self.config.crop_size}")
+            raise ValueError(
+                f"patch_size {list(self.patch_size)} must be 2 sizes within the slice {self.config.crop_size}"
+            )
         self.foreground_fraction = foreground_fraction
         # Channels zeroed by modality dropout: every optional one (all but FLAIR and T1ce).
         self.optional = [i for i, m in enumerate(self.config.channels) if m not in ("flair", "t1ce")]
