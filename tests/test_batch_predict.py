@@ -21,6 +21,7 @@ from bratseg.cli import main
 from bratseg.inference.batch import Job, read_case, run_batch
 from bratseg.inference.outputs import read_record
 from bratseg.inference.regions import region_volumes
+from bratseg.measurement.rano import measure
 from bratseg.synthetic import write_synthetic_dataset
 
 SHAPE = (64, 64, 24)
@@ -89,6 +90,11 @@ def test_volumes_table_and_rerun_skips_unless_settings_change(small_cases, tmp_p
         assert float(row["seconds"]) > 0
         assert row["model"] == "brats18-unet-resnet18" and row["model_version"].startswith("sha256:")
         assert "warnings" in row
+        # RANO: the SPD (and target count) of the label map written, on its own grid.
+        rano = measure(np.asanyarray(labels_img.dataobj), labels_img.affine)
+        assert float(row["spd_mm2"]) == pytest.approx(rano.spd_mm2, abs=0.05)
+        assert int(row["target_lesions"]) == sum(lesion.target for lesion in rano.lesions)
+        assert read_record(out / f"{row['case']}.nii.gz").spd_mm2 == pytest.approx(rano.spd_mm2, abs=1e-3)
     first = capsys.readouterr().out
     assert "2 cases: 2 written, 0 skipped (already predicted), 0 failed" in first
 
@@ -101,6 +107,28 @@ def test_volumes_table_and_rerun_skips_unless_settings_change(small_cases, tmp_p
     assert main(["predict", str(data), "--output", str(out), "--precision", "fp32"]) == 0
     assert "2 cases: 2 written, 0 skipped" in capsys.readouterr().out
     assert read_record(out / "SYNTHETIC_000.nii.gz").settings["precision"] == "fp32"
+
+
+def test_label_map_records_carry_the_rano_spd_into_the_table(tmp_path):
+    """A label map with one 20 x 12 mm enhancing block on three 1.5 mm slices: its record (and
+    so volumes.csv) holds the block's SPD (bratseg.measurement's), measured on the grid it is
+    written on."""
+    from bratseg.data.io import save_nifti
+    from bratseg.inference.outputs import CaseRecord, attach_record, write_volumes_table
+
+    labels = np.zeros((40, 40, 10), dtype=np.uint8)
+    labels[10:30, 14:26, 4:7] = 4
+    labels[5:8, 5:8, 2] = 4  # a small second lesion: not measurable, not summed
+    affine = np.diag([1.0, 1.0, 1.5, 1.0])
+    record = CaseRecord("BLOCK", {"whole tumour": 1.0}, 0.1, "m", "sha256:0", {})
+    save_nifti(attach_record(nib.Nifti1Image(labels, affine), record), tmp_path / "BLOCK.nii.gz")
+    stored = read_record(tmp_path / "BLOCK.nii.gz")
+    expected = measure(labels, affine)
+    assert expected.spd_mm2 > 200 and stored.spd_mm2 == pytest.approx(expected.spd_mm2, abs=1e-3)
+    assert stored.target_lesions == 1 and record.spd_mm2 is None  # the caller's record is left alone
+    with open(write_volumes_table(tmp_path / "volumes.csv", [stored]), newline="") as fh:
+        row = next(csv.DictReader(fh))
+    assert row["spd_mm2"] == f"{expected.spd_mm2:.1f}" and row["target_lesions"] == "1"
 
 
 def _label_maps(folder: Path) -> list[Path]:

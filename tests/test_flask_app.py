@@ -225,6 +225,24 @@ def test_label_map_download_matches_the_input_and_the_volumes(real_prediction, b
         assert body["slice"] == int(np.argmax((labels != 0).sum(axis=(0, 1))))
 
 
+def test_api_rano_is_the_measurement_of_the_returned_label_map(real_prediction):
+    from bratseg.measurement.rano import measure
+
+    body, client = real_prediction
+    rano = body["rano"]
+    assert {"spd_mm2", "lesions", "volumes_cm3"} <= set(rano)
+    contract = {"longest_mm", "perpendicular_mm", "product_mm2", "volume_cm3", "measurable", "slice", "target"}
+    assert rano["lesions"] and all(contract <= set(lesion) for lesion in rano["lesions"])
+    img = _download(client, body["labels_url"])
+    expected = measure(np.asarray(img.dataobj), img.affine)
+    assert rano == expected.to_json()
+    # This case's prediction has a measurable enhancing rim: the SPD is its targets' products.
+    targets = [lesion for lesion in rano["lesions"] if lesion["target"]]
+    assert 1 <= len(targets) <= 3 and rano["spd_mm2"] > 100
+    assert rano["spd_mm2"] == pytest.approx(sum(t["product_mm2"] for t in targets), abs=0.2)
+    assert set(rano["volumes_cm3"]) == set(REGIONS)
+
+
 def test_api_predict_with_all_four_modalities(client, brats18_case):
     res = client.post("/api/predict", data=_upload(_real(brats18_case, ("flair", "t1ce", "t1", "t2")), region="EDEMA"))
     assert res.status_code == 200, res.json

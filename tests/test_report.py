@@ -13,7 +13,14 @@ from PIL import Image
 from bratseg.cli import main
 from bratseg.inference.confidence import assess
 from bratseg.inference.predictor import SHIPPED_MODEL, Prediction
-from bratseg.reporting.figures import key_slice_image, key_slice_panel, key_slices
+from bratseg.measurement.rano import measure
+from bratseg.reporting.figures import (
+    display_position,
+    draw_target_lesions,
+    key_slice_image,
+    key_slice_panel,
+    key_slices,
+)
 from bratseg.reporting.report import DISCLAIMER, write_report
 
 pypdf = pytest.importorskip("pypdf")
@@ -99,7 +106,8 @@ def test_cli_report_runs_the_model(brats18_case, tmp_path, capsys, one_torch_thr
     printed = capsys.readouterr().out
     assert f"report written to {out}; confidence 0." in printed
     text, reader = _text(out)
-    assert "Brats18_2013_11_1" in text and WEIGHTS_SHA256 in text.replace(" ", "") and len(reader.pages) == 1
+    assert "Brats18_2013_11_1" in text and WEIGHTS_SHA256 in text.replace(" ", "")
+    assert len(reader.pages) == 2 and "RANO measurements: Brats18_2013_11_1" in text  # its enhancing rim
     assert (tmp_path / "p.png").stat().st_size > 10_000
     # The flag follows the shipped model's own threshold (its bratseg.json), not a constant.
     threshold = json.loads((SHIPPED_MODEL / "bratseg.json").read_text())["confidence_threshold"]
@@ -113,7 +121,7 @@ def test_cli_report_of_native_scans(native_dir, tmp_path, capsys):
     assert main(["report", str(native_dir), "--out", str(out)]) == 0
     assert f"report written to {out}; confidence 0." in capsys.readouterr().out
     text, reader = _text(out)
-    assert len(reader.pages) == 1 and "TCGA-FG-6692" in text
+    assert 1 <= len(reader.pages) <= 2 and "TCGA-FG-6692" in text and "RANO: " in text
     for step in ("native preprocessing:", "skull-strip", "co-register", "back to the patient", "z-score"):
         assert step in text, (step, text)
 
@@ -167,3 +175,72 @@ def test_panel_keeps_the_physical_aspect_of_anisotropic_scans():
     assert aniso.shape[0] - iso.shape[0] == 55 - 36
     empty = np.zeros_like(labels)
     assert key_slices(empty, brain=image != 0) == {"axial": 4, "coronal": 17, "sagittal": 19}
+
+
+# ----------------------------------------------------------------------------- RANO
+
+
+def test_report_lists_the_rano_measurements(prediction, tmp_path):
+    """Page 1 states the SPD; page 2 lists every lesion's figures and draws the targets."""
+    rano = measure(prediction.labels, prediction.volumes.affine)
+    targets = [lesion for lesion in rano.lesions if lesion.target]
+    assert targets, "the real case's prediction has a measurable enhancing rim"
+    text, reader = _text(write_report(prediction, tmp_path / "rano.pdf"))
+    assert len(reader.pages) == 2
+    first = " ".join(reader.pages[0].extract_text().split())
+    assert f"RANO: SPD {rano.spd_mm2:.1f} mm² over {len(targets)} target lesion" in first
+    second = " ".join(reader.pages[1].extract_text().split())
+    assert f"(SPD) of the {len(targets)} target" in second and f"{rano.spd_mm2:.1f} mm²" in second
+    for lesion in targets:
+        row = (
+            f"{lesion.longest_mm:.1f} {lesion.perpendicular_mm:.1f} {lesion.product_mm2:.1f} "
+            f"{lesion.volume_cm3:.3f} yes yes {lesion.slice}"
+        )
+        assert row in second, (row, second)
+        assert f"Target {targets.index(lesion) + 1}: axial slice {lesion.slice}" in second
+    assert f"Enhancing tumour {rano.volumes_cm3['enhancing tumour']:.2f} cm³" in second
+    assert len(reader.pages[1].images) >= len(targets)  # the target lesions' slices are drawn
+
+
+def test_target_lesion_diameters_are_drawn_where_they_were_measured(prediction):
+    from matplotlib.figure import Figure
+
+    rano = measure(prediction.labels, prediction.volumes.affine)
+    targets = [lesion for lesion in rano.lesions if lesion.target]
+    figure = Figure()
+    assert draw_target_lesions(figure, (0, 0, 1, 1), prediction.volumes, prediction.labels, rano) == len(targets)
+    assert len(figure.axes) == len(targets)
+    shape, affine = prediction.labels.shape, prediction.volumes.affine
+    for axes, lesion in zip(figure.axes, targets):
+        assert len(axes.lines) == 2 and len(axes.images) == 1
+        for line, diameter in zip(axes.lines, (lesion.longest, lesion.perpendicular)):
+            (r0, c0), (r1, c1) = (display_position(p, "axial", shape, affine) for p in (diameter.start, diameter.end))
+            np.testing.assert_allclose(line.get_xdata(), [c0, c1])
+            np.testing.assert_allclose(line.get_ydata(), [r0, r1])
+
+
+@pytest.mark.parametrize(
+    "affine",
+    [
+        np.diag([-1.0, -1.0, 1.0, 1.0]),  # BraTS (LPS)
+        np.diag([1.0, 1.0, 2.0, 1.0]),  # RAS
+        np.array([[0, 0, -1.0, 0], [0.9, 0, 0, 0], [0, -5.0, 0, 0], [0, 0, 0, 1]]),  # axial = voxel axis 1
+    ],
+    ids=["lps", "ras", "permuted"],
+)
+def test_display_position_is_where_the_picture_shows_the_voxel(affine):
+    """A lone labelled voxel: display_position gives the pixel render_overlay paints it at."""
+    import nibabel as nib
+
+    from bratseg.data.io import CaseVolumes
+    from bratseg.serving.render import _orientation, _voxel_axis, render_overlay
+
+    shape = (12, 9, 7)
+    labels = np.zeros(shape, np.uint8)
+    voxel = (3, 5, 2)
+    labels[voxel] = 4
+    volumes = CaseVolumes("P", {"flair": np.ones(shape, np.float32)}, affine, nib.Nifti1Image(labels, affine).header)
+    axial = _voxel_axis("axial", _orientation(affine))
+    picture = render_overlay(volumes, labels, "whole tumour", "axial", voxel[axial])
+    painted = np.argwhere(np.abs(picture.astype(int) - picture[0, 0].astype(int)).sum(axis=2) > 0)
+    assert painted.tolist() == [list(display_position(voxel, "axial", shape, affine))]

@@ -127,6 +127,26 @@ def test_viewer_page_loads_vendored_niivue_and_its_manifest(client, predicted, c
     assert client.get(predicted["viewer_url"].replace("/viewer/", "/api/result/") + "/summary.json").json == manifest
 
 
+def test_viewer_gets_the_rano_diameters_on_the_label_maps_grid(client, predicted):
+    """The manifest carries the measurement with both diameters' ends in voxels of the served
+    label map: each end lies in the lesion's slice, and its length is the distance in mm."""
+    page = client.get(predicted["viewer_url"]).get_data(as_text=True)
+    manifest = json.loads(html.unescape(re.search(r'id="bratseg-manifest"[^>]*>(.*?)</script>', page, re.S)[1]))
+    assert manifest["rano"] == predicted["rano"] and 'id="rano-box"' in page
+    labels_img = _nifti(client.get(predicted["labels_url"]).data)
+    labels = np.asarray(labels_img.dataobj)
+    targets = [lesion for lesion in manifest["rano"]["lesions"] if lesion["target"]]
+    assert targets, "the cropped case's prediction has a measurable enhancing lesion"
+    for lesion in targets:
+        assert (labels[:, :, lesion["slice"]] == 4).any()
+        for kind in ("longest", "perpendicular"):
+            line = lesion[kind]
+            assert line["start"][2] == line["end"][2] == lesion["slice"]
+            ends = [labels_img.affine @ [*point, 1.0] for point in (line["start"], line["end"])]
+            assert np.linalg.norm(ends[0][:3] - ends[1][:3]) == pytest.approx(line["length_mm"], abs=0.1)
+            assert line["length_mm"] == pytest.approx(lesion[f"{kind}_mm"], abs=0.1)
+
+
 def test_niivue_is_vendored_with_its_licence_and_pinned_hash(client):
     import hashlib
 

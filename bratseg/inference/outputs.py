@@ -11,6 +11,10 @@
   input's grid (:func:`existing_status`); a run killed part way therefore loses at most the
   case in flight, and ``volumes.csv`` is rebuilt from the records of every case at the end
   (:func:`write_volumes_table`), whichever process or run wrote them.
+- The record also carries the label map's RANO measurement (:mod:`bratseg.measurement`): the
+  sum of products of perpendicular diameters of its target lesions (``spd_mm2``, a column of
+  ``volumes.csv``) and how many target lesions it sums, measured by :func:`attach_record` on
+  the label map itself, on the grid it is written on.
 
 Example:
     >>> import pathlib, tempfile
@@ -25,9 +29,10 @@ from __future__ import annotations
 import csv
 import io
 import json
+import logging
 import os
 import tempfile
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -61,6 +66,8 @@ class CaseRecord:
     rank: int = 0
     confidence: float | None = None  # bratseg.inference.confidence's case score
     low_confidence: bool | None = None  # below the predicting model's threshold
+    spd_mm2: float | None = None  # RANO sum of products of perpendicular diameters (None: not measured)
+    target_lesions: int | None = None  # how many lesions (at most 3) that sum holds
 
     def to_json(self) -> bytes:
         return json.dumps({RECORD_KEY: {"format": RECORD_FORMAT, **asdict(self)}}).encode()
@@ -81,14 +88,34 @@ class CaseRecord:
 
 
 def attach_record(img: nib.Nifti1Image, record: CaseRecord) -> nib.Nifti1Image:
-    """Add ``record`` to ``img``'s header as a comment extension (replacing an earlier one)."""
+    """Add ``record`` to ``img``'s header as a comment extension (replacing an earlier one).
+
+    A record without a RANO measurement gets the one of ``img``'s labels (on ``img``'s own
+    grid, as the label map is written); ``record`` itself is not changed. A label map that
+    cannot be measured is still written, its measurement left empty."""
     from nibabel.nifti1 import Nifti1Extension
 
+    if record.spd_mm2 is None:
+        try:
+            record = with_measurement(record, img)
+        except Exception:  # noqa: BLE001 - the measurement is an extra: never lose the prediction for it
+            logging.getLogger(__name__).exception("%s: the RANO measurement failed", record.case)
     extensions = img.header.extensions
     for ext in [e for e in extensions if _is_record(e)]:
         extensions.remove(ext)
     extensions.append(Nifti1Extension(_COMMENT_EXTENSION, record.to_json()))
     return img
+
+
+def with_measurement(record: CaseRecord, img: nib.Nifti1Image) -> CaseRecord:
+    """A copy of ``record`` holding the RANO measurement of the label map ``img``."""
+    import numpy as np
+
+    from bratseg.measurement.rano import measure
+
+    measurement = measure(np.asanyarray(img.dataobj), img.affine)
+    targets = sum(1 for lesion in measurement.lesions if lesion.target)
+    return replace(record, spd_mm2=round(float(measurement.spd_mm2), 3), target_lesions=targets)
 
 
 def _is_record(extension) -> bool:
@@ -253,6 +280,8 @@ def table_header() -> list[str]:
     return [
         "case",
         *(_column(r) for r in VOLUME_COLUMNS),
+        "spd_mm2",
+        "target_lesions",
         "seconds",
         "confidence",
         "low_confidence",
@@ -274,8 +303,10 @@ def write_volumes_table(path: Path, records: list[CaseRecord]) -> Path:
         volumes = [f"{r.volumes_cm3[v]:.3f}" if v in r.volumes_cm3 else "" for v in VOLUME_COLUMNS]
         low = r.low_confidence if r.low_confidence is not None else (r.confidence or 0) < threshold
         confidence = ["", ""] if r.confidence is None else [f"{r.confidence:.3f}", str(bool(low)).lower()]
+        # Label maps written before records carried the measurement leave these cells empty.
+        rano = ["", ""] if r.spd_mm2 is None else [f"{r.spd_mm2:.1f}", str(r.target_lesions)]
         writer.writerow(
-            [r.case, *volumes, f"{r.seconds:.2f}", *confidence, r.model, r.model_version, " | ".join(r.warnings)]
+            [r.case, *volumes, *rano, f"{r.seconds:.2f}", *confidence, r.model, r.model_version, " | ".join(r.warnings)]
         )
     atomic_write_bytes(path, lambda tmp: tmp.write_text(buffer.getvalue()))
     return path

@@ -6,11 +6,17 @@ The report embeds it; ``bratseg predict --figures DIR`` and the README use it as
 Colours, orientation and grey windows are :mod:`bratseg.serving.render`'s, so the panel looks
 like the demo. Slices are shown at their physical aspect ratio (voxel spacing).
 
+:func:`draw_target_lesions` draws, with matplotlib, each RANO target lesion of a
+:class:`~bratseg.measurement.rano.Measurement` on its axial slice over T1ce with its two
+diameters, for the report's measurement page.
+
 Example:
     >>> import numpy as np
     >>> labels = np.zeros((8, 8, 6), dtype=np.uint8); labels[2:4, 5, 1:5] = 2
     >>> key_slices(labels)
     {'axial': 1, 'coronal': 5, 'sagittal': 2}
+    >>> display_position((2.0, 5.0, 1.0), "axial", labels.shape, np.diag([-1.0, -1.0, 1.0, 1.0]))  # BraTS: LPS
+    (5.0, 2.0)
 """
 
 from __future__ import annotations
@@ -27,6 +33,7 @@ from bratseg.serving.render import (
     AXES,
     _display_slice,
     _orientation,
+    _voxel_axis,
     best_slice,
     legend_entries,
     render_overlay,
@@ -34,7 +41,9 @@ from bratseg.serving.render import (
 )
 
 if TYPE_CHECKING:
+    from bratseg.data.io import CaseVolumes
     from bratseg.inference.predictor import Prediction
+    from bratseg.measurement.rano import Measurement
 
 UNCERTAINTY_COLOUR = (255, 0, 255)  # magenta: apart from every tumour label's colour
 _UNCERTAINTY_ALPHA = 0.9  # opacity at 1 bit; fades to the grey scan at 0
@@ -189,3 +198,81 @@ def key_slice_panel(prediction: Prediction, path: str | Path, scale: int = 2, un
     data = to_png(key_slice_image(prediction, scale=scale, uncertainty=uncertainty))
     atomic_write_bytes(path, lambda tmp: tmp.write_bytes(data))
     return path
+
+
+# --------------------------------------------------------------------------------------------
+# RANO target lesions
+# --------------------------------------------------------------------------------------------
+
+LONGEST_COLOUR = "#00e5ff"  # cyan and magenta: apart from every label colour and each other
+PERPENDICULAR_COLOUR = "#ff3df5"
+
+
+def display_position(
+    point: tuple[float, float, float], axis: str, shape: tuple[int, ...], affine: np.ndarray | None = None
+) -> tuple[float, float]:
+    """(row, column) of voxel coordinates ``point`` (i, j, k) in the picture of its ``axis``
+    slice as :func:`bratseg.serving.render.render_overlay` draws it (pixel centres at whole
+    numbers), so that lines measured on the array can be drawn over the picture."""
+    ornt = _orientation(affine)
+    ax = _voxel_axis(axis, ornt)
+    flat = tuple(1 if a == ax else int(n) for a, n in enumerate(shape[:3]))
+    position = [0.0, 0.0]
+    for a in (a for a in range(3) if a != ax):
+        # Where each index of voxel axis ``a`` lands: the picture only transposes and flips.
+        ramp = np.broadcast_to(
+            np.arange(shape[a], dtype=np.float64).reshape([-1 if b == a else 1 for b in range(3)]), flat
+        )
+        shown = _display_slice(ramp, axis, 0, ornt)
+        origin = shown[0, 0]
+        if shown.shape[0] > 1 and shown[1, 0] != origin:
+            position[0] = float((point[a] - origin) / (shown[1, 0] - origin))
+        elif shown.shape[1] > 1 and shown[0, 1] != origin:
+            position[1] = float((point[a] - origin) / (shown[0, 1] - origin))
+    return position[0], position[1]
+
+
+def draw_target_lesions(
+    figure, rect: tuple[float, float, float, float], volumes: CaseVolumes, labels: np.ndarray, measurement: Measurement
+) -> int:
+    """Draw each target lesion of ``measurement`` (measured on ``labels``, on ``volumes``'
+    grid) into ``figure`` (a matplotlib Figure) side by side within ``rect`` (left, bottom,
+    width, height as figure fractions): its axial slice over T1ce (FLAIR without one) with
+    the labels in colour, zoomed on the lesion, its longest diameter in cyan and the
+    perpendicular one in magenta. Returns how many lesions were drawn (none when the
+    measurement's axial axis is not the one the pictures slice along)."""
+    targets = [lesion for lesion in measurement.lesions if lesion.target]
+    ornt = _orientation(volumes.affine)
+    if not targets or _voxel_axis("axial", ornt) != measurement.axial_axis:
+        return 0
+    from bratseg.serving.render import render_overlay
+
+    base = "t1ce" if "t1ce" in volumes.images else next(iter(volumes.images))
+    row_mm, col_mm = _display_spacing("axial", volumes.affine, volumes.spacing)
+    left, bottom, width, height = rect
+    slot = width / len(targets)
+    for number, lesion in enumerate(targets, start=1):
+        axes = figure.add_axes((left + (number - 1) * slot + 0.01, bottom, slot - 0.02, height))
+        picture = render_overlay(volumes, labels, "whole tumour", "axial", lesion.slice, base=base)
+        axes.imshow(picture, interpolation="nearest", aspect=row_mm / col_mm)
+        ends = []
+        for diameter, colour in ((lesion.longest, LONGEST_COLOUR), (lesion.perpendicular, PERPENDICULAR_COLOUR)):
+            (r0, c0), (r1, c1) = (
+                display_position(p, "axial", labels.shape, volumes.affine) for p in (diameter.start, diameter.end)
+            )
+            axes.plot([c0, c1], [r0, r1], color=colour, linewidth=1.6, marker="o", markersize=2.5)
+            ends += [(r0, c0), (r1, c1)]
+        # Zoomed on the lesion, with room around it for context, square in mm.
+        rows, cols = zip(*ends)
+        half_mm = max(25.0, 0.8 * lesion.longest_mm)
+        centre_r, centre_c = (min(rows) + max(rows)) / 2, (min(cols) + max(cols)) / 2
+        axes.set_xlim(centre_c - half_mm / col_mm, centre_c + half_mm / col_mm)
+        axes.set_ylim(centre_r + half_mm / row_mm, centre_r - half_mm / row_mm)
+        axes.set_xticks([])
+        axes.set_yticks([])
+        axes.set_title(
+            f"Target {number}: axial slice {lesion.slice}\n"
+            f"{lesion.longest_mm:.1f} x {lesion.perpendicular_mm:.1f} mm = {lesion.product_mm2:.0f} mm²",
+            fontsize=8,
+        )
+    return len(targets)

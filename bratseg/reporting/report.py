@@ -2,9 +2,13 @@
 notebook.
 
 It holds the case name (no other identifier), the input sequences used, the preprocessing
-applied, the region volumes, the confidence score and its flag, the key-slice panel of
-:mod:`bratseg.reporting.figures` (three planes with the label overlay, its legend and the
-uncertainty map), the model's name, version and weights hash, the date, and the disclaimer.
+applied, the region volumes, the RANO sum of products of perpendicular diameters (SPD), the
+confidence score and its flag, the key-slice panel of :mod:`bratseg.reporting.figures` (three
+planes with the label overlay, its legend and the uncertainty map), the model's name, version
+and weights hash, the date, and the disclaimer. When the label map has enhancing lesions, a
+second page lists the RANO measurements (:mod:`bratseg.measurement.rano`): every lesion's two
+diameters, product, volume, whether it is measurable and a target, the notes, and each target
+lesion on its axial slice with its two diameters drawn.
 matplotlib draws it (no pyplot: safe in a web server's threads); text is embedded as
 TrueType, so it can be searched and copied.
 
@@ -33,12 +37,23 @@ from bratseg.preprocessing.config import PreprocessingConfig
 if TYPE_CHECKING:
     from bratseg.inference.confidence import Confidence
     from bratseg.inference.predictor import Prediction
+    from bratseg.measurement.rano import Measurement
 
 DISCLAIMER = "Research use only; not a medical device. Not for diagnosis, treatment or any clinical decision."
 DEFAULT_PREPROCESSING = ["BraTS space input: brain mask, z-score, 160x192 window"]
 _MODALITY_NAMES = {"flair": "FLAIR", "t1ce": "T1ce", "t1": "T1", "t2": "T2"}
 _PAGE = (8.27, 11.69)  # A4 portrait, inches
 _RED = "#b00020"
+_GREY = "#444444"
+_LESION_ROWS = 14  # lesions listed on the measurement page; the rest are counted
+RANO_METHOD = (
+    "Enhancing lesions are the 3-D connected components of the enhancing tumour (label 4). Each is measured "
+    "on the axial slice where the product of its longest diameter and the longest diameter perpendicular to it "
+    "is largest (mm, from the voxel spacing); it is measurable when both are at least 10 mm (more on thick "
+    "slices) and it spans at least two slices. Up to three measurable lesions with the largest products are "
+    "the targets; the SPD is the sum of their products (RANO 2.0, Wen et al., J Clin Oncol 2023). These are "
+    "automatic measurements of a predicted label map: check them against the images."
+)
 _MATPLOTLIB_LOCK = threading.Lock()
 
 
@@ -175,8 +190,25 @@ def _confidence_lines(writer: _Writer, confidence: Confidence | None) -> None:
     )
 
 
+def spd_line(measurement: Measurement) -> str:
+    """One line on the RANO SPD of a measurement, as the report's first page gives it."""
+    targets = sum(1 for lesion in measurement.lesions if lesion.target)
+    if not measurement.lesions:
+        return "RANO: no enhancing lesion; SPD 0 mm²"
+    plural = "lesion" if targets == 1 else "lesions"
+    return (
+        f"RANO: SPD {measurement.spd_mm2:.1f} mm² over {targets} target {plural} "
+        f"({len(measurement.lesions)} enhancing in all; measurements on page 2)"
+    )
+
+
 def _draw_page(
-    figure, prediction: Prediction, info: ModelInfo, steps: list[str], confidence: Confidence | None
+    figure,
+    prediction: Prediction,
+    info: ModelInfo,
+    steps: list[str],
+    confidence: Confidence | None,
+    measurement: Measurement,
 ) -> None:
     from bratseg.reporting.figures import key_slice_image
 
@@ -197,6 +229,7 @@ def _draw_page(
         w.figure.text(w.left + 0.02, w.y, name, fontsize=10, va="top")
         w.figure.text(w.left + 0.32, w.y, f"{value:.1f}", fontsize=10, va="top", ha="right")
         w.space(10 * 1.45)
+    w.line(spd_line(measurement), 10, weight="bold")
     w.space(6)
     _confidence_lines(w, confidence)
     for warning in prediction.warnings:
@@ -211,12 +244,89 @@ def _draw_page(
     axes.set_axis_off()
     axes.set_title("Key slices (largest tumour area per plane)", fontsize=10, loc="left")
 
+    _footer(figure, info, footer)
+
+
+def _footer(figure, info: ModelInfo, footer: float) -> None:
     f = _Writer(figure, top=footer - 0.005)
     f.line(f"Model: {info.name}, version {info.version}", 8)
     f.line(f"Weights SHA-256: {info.weights_sha256}", 8, family="monospace")
     date = datetime.datetime.now().astimezone().strftime("%Y-%m-%d %H:%M %Z")
     f.line(f"bratseg {info.package_version}; report generated {date}", 8)
     f.line(DISCLAIMER, 8, color=_RED, weight="bold")
+
+
+def _yes(flag: bool) -> str:
+    return "yes" if flag else "no"
+
+
+def _draw_measurement_page(figure, prediction: Prediction, info: ModelInfo, measurement: Measurement) -> None:
+    """The second page: the RANO measurements and the target lesions with their diameters."""
+    from bratseg.reporting.figures import draw_target_lesions
+
+    w = _Writer(figure)
+    w.line(f"RANO measurements: {prediction.volumes.case_id}", 16, weight="bold")
+    w.line(DISCLAIMER, 9, color=_RED, weight="bold")
+    w.space(8)
+    targets = [lesion for lesion in measurement.lesions if lesion.target]
+    w.line(
+        f"Sum of products of perpendicular diameters (SPD) of the {len(targets)} target "
+        f"{'lesion' if len(targets) == 1 else 'lesions'}: {measurement.spd_mm2:.1f} mm²",
+        12,
+        weight="bold",
+    )
+    volumes = measurement.volumes_cm3
+    w.line(
+        f"Enhancing tumour {volumes['enhancing tumour']:.2f} cm³; tumour core {volumes['tumour core']:.2f} cm³; "
+        f"FLAIR abnormality (whole tumour) {volumes['whole tumour']:.2f} cm³",
+        10,
+    )
+    w.line(f"Axial slices along voxel axis {measurement.axial_axis}, {measurement.slice_thickness_mm:.2f} mm apart", 9)
+    w.space(6)
+    columns = (
+        "lesion",
+        "longest (mm)",
+        "perpendicular (mm)",
+        "product (mm²)",
+        "volume (cm³)",
+        "measurable",
+        "target",
+        "slice",
+    )
+    stops = (0.0, 0.07, 0.2, 0.37, 0.52, 0.66, 0.77, 0.84)
+    for x, title in zip(stops, columns):
+        figure.text(w.left + x, w.y, title, fontsize=8.5, va="top", weight="bold")
+    w.space(8.5 * 1.5)
+    for number, lesion in enumerate(measurement.lesions[:_LESION_ROWS], start=1):
+        cells = (
+            str(number),
+            f"{lesion.longest_mm:.1f}",
+            f"{lesion.perpendicular_mm:.1f}",
+            f"{lesion.product_mm2:.1f}",
+            f"{lesion.volume_cm3:.3f}",
+            _yes(lesion.measurable),
+            _yes(lesion.target),
+            str(lesion.slice),
+        )
+        for x, cell in zip(stops, cells):
+            figure.text(w.left + x, w.y, cell, fontsize=8.5, va="top", weight="bold" if lesion.target else "normal")
+        w.space(8.5 * 1.45)
+    rest = measurement.lesions[_LESION_ROWS:]
+    if rest:
+        w.line(f"... and {len(rest)} smaller lesions ({sum(lesion.measurable for lesion in rest)} measurable)", 8.5)
+    for note in measurement.notes:
+        w.line(f"Note: {note}", 9, color=_RED)
+    w.space(4)
+    w.line(RANO_METHOD, 8, color=_GREY)
+    w.space(6)
+    footer = 0.1
+    if targets:
+        w.line("Target lesions: longest diameter in cyan, perpendicular diameter in magenta", 10, weight="bold")
+        height = min(0.3, w.y - footer - 0.06)
+        draw_target_lesions(
+            figure, (0.05, w.y - height - 0.045, 0.9, height), prediction.volumes, prediction.labels, measurement
+        )
+    _footer(figure, info, footer)
 
 
 def write_report(
@@ -226,6 +336,7 @@ def write_report(
     model_dir: str | Path | None = None,
     preprocessing: list[str] | None = None,
     confidence: Confidence | None = None,
+    measurement: Measurement | None = None,
 ) -> Path:
     """Write the PDF report of ``prediction`` to ``path`` atomically and return the path.
 
@@ -240,12 +351,15 @@ def write_report(
             ``model_dir``'s preprocessing.json, e.g. :data:`DEFAULT_PREPROCESSING`).
         confidence: the case's confidence (default: :func:`bratseg.inference.confidence.assess`
             when the prediction carries probabilities; without them the report says so).
+        measurement: the RANO measurement of ``prediction.labels`` on its grid (default:
+            :func:`bratseg.measurement.rano.measure` of them).
     """
     import matplotlib
     from matplotlib.backends.backend_pdf import PdfPages
     from matplotlib.figure import Figure
 
     from bratseg.inference.confidence import assess
+    from bratseg.measurement.rano import measure
 
     path = Path(path)
     if model_dir is None:  # a prediction that records its model folder names it
@@ -254,16 +368,22 @@ def write_report(
     steps = list(preprocessing) if preprocessing is not None else preprocessing_steps(model_dir)
     if confidence is None and prediction.probabilities is not None:
         confidence = assess(prediction)
+    if measurement is None:
+        measurement = measure(prediction.labels, prediction.volumes.affine)
 
     def write(tmp: Path) -> None:
         # TrueType text (not matplotlib's default Type 3) keeps the PDF's text extractable.
         # rcParams are process-wide: the lock keeps concurrent web requests from mixing them.
         with _MATPLOTLIB_LOCK, matplotlib.rc_context({"pdf.fonttype": 42, "font.family": "DejaVu Sans"}):
             figure = Figure(figsize=_PAGE)
-            _draw_page(figure, prediction, info, steps, confidence)
+            _draw_page(figure, prediction, info, steps, confidence, measurement)
             metadata = {"Title": f"bratseg report: {prediction.volumes.case_id}", "Creator": "bratseg"}
             with PdfPages(tmp, metadata=metadata) as pdf:
                 pdf.savefig(figure)
+                if measurement.lesions:
+                    page = Figure(figsize=_PAGE)
+                    _draw_measurement_page(page, prediction, info, measurement)
+                    pdf.savefig(page)
 
     try:
         atomic_write_bytes(path, write)

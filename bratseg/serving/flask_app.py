@@ -14,6 +14,8 @@ Routes:
   ``none``); answers JSON with the volumes, the overlay, ``confidence``, ``warnings``,
   ``preprocessing`` (``path``, ``reference``, ``steps``), ``viewer_url``, ``labels_url``,
   ``uncertainty_url`` and ``report_url``. A native case's labels are on its T1ce's grid.
+  The JSON's ``rano`` is the RANO measurement of the label map returned.
+* ``POST /api/followup``: two time points compared (:mod:`bratseg.serving.followup_api`).
 * ``GET /viewer/<id>``, ``GET /api/result/<id>/<file>``, ``GET /api/result/<id>.nii.gz``:
   the interactive viewer and the files of a recent prediction, from a bounded in-memory
   store (:mod:`bratseg.serving.viewer`, :mod:`bratseg.serving.results`).
@@ -44,6 +46,7 @@ from bratseg.data.layout import Case
 from bratseg.errors import BratsegError, InvalidCaseError, ModelLoadError
 from bratseg.inference.regions import ORIGINAL_PARTS
 from bratseg.native.dispatch import Preprocess
+from bratseg.serving.followup_api import init_followup
 from bratseg.serving.form import (
     UploadLimits,
     UploadRequest,
@@ -147,6 +150,7 @@ def create_app(
         model_dir=service.model_dir,
     )
     init_viewer(app, results)
+    init_followup(app)  # POST /api/followup
 
     @app.before_request
     def _open_workdir() -> None:

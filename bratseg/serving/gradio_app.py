@@ -22,6 +22,7 @@ API endpoints (for ``gradio_client``; the session's prediction is implicit):
 * ``/render`` (region, view, slice) -> overlay, legend
 * ``/view`` (region, view) -> overlay, legend, slice (moved to the view's best slice)
 * ``/load_example`` () -> flair, t1ce, t1, t2, zip, status (a synthetic case's files)
+* ``/followup``: two time points compared (:mod:`bratseg.serving.gradio_followup`)
 
 Example:
     >>> from bratseg.serving.service import InferenceService        # doctest: +SKIP
@@ -57,6 +58,7 @@ from bratseg.serving.demo_parts import (
     viewer_html,
     volumes_table,
 )
+from bratseg.serving.gradio_followup import followup_section
 from bratseg.serving.render import AXES, legend_html
 from bratseg.serving.results import REPORT, Result, ResultStore, build_result
 from bratseg.serving.shown import SegmentationService, parse_preprocess, segment_for_viewing
@@ -297,6 +299,7 @@ def build_demo(
                 legend = gr.HTML(legend_html(DEFAULT_REGION), elem_id="legend")
         with gr.Accordion("Interactive 3-D viewer: all regions, three planes and 3-D, uncertainty map", open=True):
             viewer = gr.HTML(viewer_html(None), elem_id="viewer")
+        followup_section(service, results, max_zip_bytes, concurrency)  # two time points: /followup
 
         segment_event = dict(
             fn=segment,

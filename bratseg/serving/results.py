@@ -1,6 +1,8 @@
 """What a prediction leaves for its user to fetch: the label map, the uncertainty map, the
 input scans the viewer shows and the PDF report, kept in memory for a while under an
-unguessable id.
+unguessable id. The summary carries the RANO measurement of the label map as returned
+(``rano``: :meth:`bratseg.measurement.rano.Measurement.to_json`, whose lesions hold the ends
+of both diameters, which the viewer draws).
 
 Shared by the Flask app (``/api/result/...``, the viewer) and the Gradio demo (which embeds
 the same viewer). Nothing is written to disk: results are bytes in a bounded LRU, dropped
@@ -34,6 +36,7 @@ from bratseg.data.layout import MODALITIES
 from bratseg.errors import BratsegError
 from bratseg.inference.confidence import LOW_CONFIDENCE_MESSAGE, assess, uncertainty_image
 from bratseg.inference.predictor import Prediction
+from bratseg.measurement.rano import Measurement, measure
 from bratseg.serving.uploads import safe_case_id
 
 log = logging.getLogger(__name__)
@@ -42,7 +45,11 @@ LABELS = "labels.nii.gz"
 UNCERTAINTY = "uncertainty.nii.gz"
 REPORT = "report.pdf"
 SCANS = {m: f"{m}.nii.gz" for m in MODALITIES}
-RESULT_FILES = (LABELS, UNCERTAINTY, REPORT, *SCANS.values())
+# A follow-up comparison's files, kept with each of its two time points (bratseg.serving.followup_web)
+FOLLOWUP_JSON = "followup.json"
+DIFFERENCE = "difference.nii.gz"
+FOLLOWUP_ON_BASELINE = "followup_seg_on_baseline.nii.gz"
+RESULT_FILES = (LABELS, UNCERTAINTY, REPORT, *SCANS.values(), FOLLOWUP_JSON, DIFFERENCE, FOLLOWUP_ON_BASELINE)
 """Every file name a result may hold: the routes serve these and nothing else."""
 
 DEFAULT_MAX_RESULTS = 32
@@ -158,7 +165,11 @@ def _scan_bytes(scan: Path | nib.Nifti1Image) -> bytes:
 
 
 def _report_pdf(
-    prediction: Prediction, confidence: Any, model_dir: Path | None, preprocessing: dict[str, Any] | None
+    prediction: Prediction,
+    confidence: Any,
+    model_dir: Path | None,
+    preprocessing: dict[str, Any] | None,
+    measurement: Measurement | None,
 ) -> bytes:
     from bratseg.reporting.report import native_steps, write_report
 
@@ -167,7 +178,12 @@ def _report_pdf(
         steps = native_steps(preprocessing.get("steps", []), model_dir)
     with tempfile.TemporaryDirectory(prefix="bratseg-report-") as folder:
         path = write_report(
-            prediction, Path(folder) / REPORT, model_dir=model_dir, confidence=confidence, preprocessing=steps
+            prediction,
+            Path(folder) / REPORT,
+            model_dir=model_dir,
+            confidence=confidence,
+            preprocessing=steps,
+            measurement=measurement,
         )
         return path.read_bytes()
 
@@ -199,6 +215,12 @@ def build_result(
     case = safe_case_id(volumes.case_id)
     files = {LABELS: StoredFile(labels_nifti_gz(prediction), "application/gzip", f"{case}_seg.nii.gz")}
     warnings = list(prediction.warnings)
+    measurement = None
+    try:  # RANO on the label map as returned: the patient's grid for a native case
+        measurement = measure(prediction.labels, volumes.affine)
+    except Exception as exc:  # noqa: BLE001 - the measurement is an extra: the prediction still stands
+        log.exception("RANO measurement of %s failed", case)
+        warnings.append(f"no RANO measurement: {type(exc).__name__}: {exc}")
     confidence = None
     try:
         confidence = assess(model_space or prediction)
@@ -211,7 +233,9 @@ def build_result(
     if report:
         try:
             files[REPORT] = StoredFile(
-                _report_pdf(prediction, confidence, model_dir, preprocessing), "application/pdf", f"{case}_report.pdf"
+                _report_pdf(prediction, confidence, model_dir, preprocessing, measurement),
+                "application/pdf",
+                f"{case}_report.pdf",
             )
         except Exception as exc:  # noqa: BLE001 - the report is an extra: the prediction still stands
             log.exception("report of %s failed", case)
@@ -235,6 +259,7 @@ def build_result(
         "volumes_cm3": prediction.region_volumes(),
         "seconds": round(prediction.seconds, 3),
         "confidence": None if confidence is None else confidence.to_dict(),
+        "rano": None if measurement is None else measurement.to_json(),
         "warnings": warnings,
     }
     if preprocessing is not None:

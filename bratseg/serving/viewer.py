@@ -6,8 +6,11 @@ Routes (``<id>`` is a result's unguessable id):
 * ``GET /viewer/<id>``: the viewer page. The scan (a choice of the input sequences) with
   every tumour region in one colour-coded overlay, opacity, per-region toggles, axial,
   coronal, sagittal, multiplanar + 3-D and 3-D layouts, a crosshair readout (voxel,
-  intensity, label) and the uncertainty map as an optional overlay. NiiVue is vendored in
-  ``static/niivue/``: the page fetches nothing from any other host.
+  intensity, label) and the uncertainty map as an optional overlay. The result's RANO
+  measurement (``summary["rano"]``) is listed beside the image, and the two diameters of each
+  target lesion are drawn on its axial slice (NiiVue measurement lines; a button per target
+  moves there). NiiVue is vendored in ``static/niivue/``: the page fetches nothing from any
+  other host.
 * ``GET /api/result/<id>/<name>``: one file of the result, ``name`` one of
   :data:`~bratseg.serving.results.RESULT_FILES` (``labels.nii.gz``, ``uncertainty.nii.gz``,
   ``report.pdf``, ``flair.nii.gz``...); anything else is 404.

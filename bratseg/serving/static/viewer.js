@@ -4,7 +4,11 @@
 // The page's manifest (a JSON script element written by the server) lists the result's
 // files. window.bratsegViewer reports what the viewer has done, for users' scripts and the
 // browser tests: {loaded, error, volumes, labelCounts, sequence, layout, opacity, regions,
-// uncertainty, uncertaintyShown, renderer, readout, locationEvents, timings}.
+// uncertainty, uncertaintyShown, renderer, readout, locationEvents, timings, rano}.
+//
+// The RANO measurements (manifest.rano, measured on the label map) are listed beside the view,
+// and the two diameters of each target lesion are NiiVue measurement lines on its axial slice:
+// NiiVue draws them whenever that slice is shown, with their lengths.
 (function () {
   "use strict";
 
@@ -23,6 +27,7 @@
     readout: null,
     locationEvents: 0,
     timings: { start: performance.now() },
+    rano: null, // {spd, targets, lines: [{lesion, kind, startMM, endMM, middle, slicePosition}], shownTarget}
   };
   window.bratsegViewer = state;
 
@@ -52,6 +57,8 @@
     multiplanar3d: [NV.SLICE_TYPE.MULTIPLANAR, NV.SHOW_RENDER.ALWAYS],
     render: [NV.SLICE_TYPE.RENDER, NV.SHOW_RENDER.NEVER],
   };
+  const rano = manifest.rano || null;
+  const targets = rano ? rano.lesions.filter((lesion) => lesion.target) : [];
   const labelNames = { 0: "background" };
   for (const label of manifest.labels) {
     labelNames[label.value] = label.name;
@@ -77,6 +84,15 @@
     } else {
       box.textContent = "No confidence score for this result.";
     }
+    if (manifest.time_point && manifest.followup) {
+      // one time point of a follow-up comparison
+      const line = $("time-point");
+      const flag = manifest.followup.flagged ? " · flagged: review carefully" : "";
+      line.textContent =
+        `${manifest.time_point} scan of a follow-up comparison · RANO category (imaging only): ` +
+        `${manifest.followup.response}${flag}`;
+      line.hidden = false;
+    }
     const list = $("warnings");
     for (const warning of manifest.warnings || []) {
       if (warning === LOW_CONFIDENCE) continue; // already beside the score
@@ -89,6 +105,34 @@
       if (url) $(id).href = url;
       else $(id).hidden = true;
     }
+  }
+
+  function describeRano() {
+    const box = $("rano-box");
+    if (!rano) {
+      box.hidden = true;
+      return;
+    }
+    state.rano = { spd: rano.spd_mm2, targets: targets.length, lines: [], shownTarget: null };
+    const plural = targets.length === 1 ? "" : "s";
+    $("rano-spd").textContent = `SPD ${rano.spd_mm2.toFixed(1)} mm² over ${targets.length} target lesion${plural}`;
+    const list = $("rano-targets");
+    if (!targets.length) {
+      const none = document.createElement("p");
+      none.className = "note";
+      none.textContent = rano.lesions.length ? "No measurable enhancing lesion." : "No enhancing lesion.";
+      list.appendChild(none);
+    }
+    targets.forEach((lesion, i) => {
+      const button = document.createElement("button");
+      button.type = "button";
+      button.id = `rano-target-${i + 1}`;
+      button.textContent =
+        `Target ${i + 1}: ${lesion.longest_mm.toFixed(1)} × ${lesion.perpendicular_mm.toFixed(1)} mm ` +
+        `= ${lesion.product_mm2.toFixed(0)} mm², slice ${lesion.slice}`;
+      button.addEventListener("click", () => showTarget(i));
+      list.appendChild(button);
+    });
   }
 
   function buildControls() {
@@ -156,6 +200,11 @@
     dragAndDropEnabled: false,
     isColorbar: false,
     logLevel: "warn",
+    // RANO diameters in magenta: apart from every label colour and the crosshair
+    measureLineColor: [1, 0.25, 0.95, 1],
+    measureTextColor: [1, 0.25, 0.95, 1],
+    rulerColor: [1, 0.25, 0.95, 0.9],
+    rulerWidth: 3,
   });
 
   function labelColormap() {
@@ -271,6 +320,49 @@
     };
   }
 
+  function addDiameterLines() {
+    // Each diameter as a completed NiiVue measurement on the axial slice through its middle:
+    // NiiVue draws it, with its length, whenever the crosshair is on that slice.
+    if (!state.rano) return;
+    const labels = nv.volumes[1];
+    const lines = [];
+    targets.forEach((lesion, i) => {
+      for (const kind of ["longest", "perpendicular"]) {
+        const startMM = voxelToMM(labels, lesion[kind].start);
+        const endMM = voxelToMM(labels, lesion[kind].end);
+        const middle = startMM.map((v, r) => (v + endMM[r]) / 2);
+        const slicePosition = nv.mm2frac(middle)[2];
+        lines.push({ lesion: i + 1, kind, startMM, endMM, slicePosition, middle });
+      }
+    });
+    nv.document.completedMeasurements = lines.map((line) => ({
+      startMM: line.startMM,
+      endMM: line.endMM,
+      sliceIndex: 0,
+      sliceType: NV.SLICE_TYPE.AXIAL,
+      slicePosition: line.slicePosition,
+      distance: Math.hypot(...line.startMM.map((v, r) => v - line.endMM[r])),
+    }));
+    state.rano.lines = lines;
+  }
+
+  function targetPosition(i) {
+    // The middle of the target's longest diameter: on the slice its lines are drawn on.
+    const line = state.rano.lines.find((l) => l.lesion === i + 1 && l.kind === "longest");
+    const frac = nv.mm2frac(line.middle);
+    frac[2] = line.slicePosition;
+    return frac;
+  }
+
+  function showTarget(i) {
+    if (!state.loaded || !state.rano || !state.rano.lines.length) return;
+    if (state.layout === "render") setLayout("multiplanar");
+    nv.scene.crosshairPos = targetPosition(i);
+    state.rano.shownTarget = i + 1;
+    nv.drawScene();
+    nv.createOnLocationChange();
+  }
+
   function listVolumes() {
     state.volumes = nv.volumes.map((v) => ({ name: v.name, dims: Array.from(v.hdr.dims.slice(1, 4)) }));
   }
@@ -328,6 +420,7 @@
 
   async function start() {
     describe();
+    describeRano();
     if (!Object.keys(manifest.scans).length) {
       fail("This result keeps no scan to show; download the label map instead.");
       return;
@@ -362,6 +455,12 @@
     state.labelCounts = counts;
     state.timings.counted = performance.now();
     if (centre) nv.scene.crosshairPos = nv.mm2frac(voxelToMM(nv.volumes[1], centre)); // open on the tumour
+    addDiameterLines();
+    if (targets.length) {
+      // open on the first target lesion, its diameters drawn on the axial plane
+      nv.scene.crosshairPos = targetPosition(0);
+      state.rano.shownTarget = 1;
+    }
     state.loaded = true;
     nv.drawScene();
     state.timings.drawn = performance.now();
