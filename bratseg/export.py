@@ -4,7 +4,11 @@
     model.safetensors, config.json   written by SMP's ``save_pretrained`` (hub mixin)
     preprocessing.json               modalities and order, normalisation, crop/resize, regions
     bratseg.json                     output kind (regions or classes), label scheme, metrics
-    README.md                        the model card
+    README.md                        the model card (:mod:`bratseg.model.card`): Hub metadata with
+                                     the run's validation Dice as ``model-index``, then the description
+
+``bratseg export RUN --out DIR --push-to-hub ID`` then publishes the folder
+(:func:`bratseg.model.hub.push_model_folder`).
 """
 
 from __future__ import annotations
@@ -19,6 +23,7 @@ from safetensors.torch import load_file
 
 from bratseg.errors import BratsegError, ModelLoadError
 from bratseg.inference.confidence import is_valid_threshold
+from bratseg.model.card import check_card, model_card_text
 from bratseg.model.unet import build_unet, unet_kwargs
 from bratseg.preprocessing.config import PreprocessingConfig
 from bratseg.training.run_files import load_checkpoint
@@ -36,6 +41,7 @@ def export_run(
     dtype: str = "float16",
     checkpoint: str = "best",
     confidence_threshold: float | None = None,
+    repo_id: str = "",
 ) -> Path:
     """Write the weights of ``run_dir`` as a model folder at ``out_dir`` (replaced
     atomically: a half-written folder never takes the place of a good one).
@@ -47,6 +53,7 @@ def export_run(
     fp32 and loads them into fp32 parameters); ``dtype="float32"`` keeps them exact.
     ``confidence_threshold`` (calibrated on cases the model, or its recipe's fold models,
     never saw) goes into ``bratseg.json``; the segmenter flags cases scoring below it.
+    ``repo_id`` (the Hub repo it will be published as) names the model in its card.
 
     An existing ``out_dir`` is replaced only if it is empty or an earlier export (model files
     and nothing else), so a mistyped ``--out`` never deletes a run or another folder.
@@ -107,7 +114,9 @@ def export_run(
         if confidence_threshold is not None:
             meta["confidence_threshold"] = confidence_threshold
         (tmp / "bratseg.json").write_text(json.dumps(meta, indent=2) + "\n")
-        (tmp / "README.md").write_text(_model_card(meta, prep))
+        card = model_card_text(meta, list(prep.modalities), tuple(prep.crop_size), prep.resize, repo_id=repo_id)
+        check_card(card, source=f"{out_dir}/README.md")
+        (tmp / "README.md").write_text(card, encoding="utf-8")
         if out_dir.exists():
             backup = out_dir.with_name(f".{out_dir.name}.old")
             shutil.rmtree(backup, ignore_errors=True)
@@ -133,52 +142,3 @@ def _check_replaceable(out_dir: Path) -> None:
         # would delete them.
         other = ", ".join(sorted(names - MODEL_FILES)[:5]) or "no bratseg.json"
         raise FileExistsError(f"{out_dir}: exists and is not a bratseg model folder ({other}); pick another --out")
-
-
-def _model_card(meta: dict, prep: PreprocessingConfig) -> str:
-    tc = meta["train_config"]
-    dice = meta["validation_slice_dice"]
-    resized = f", resized to {prep.resize[0]} x {prep.resize[1]}" if prep.resize else ""
-    if meta["target"] == "regions":
-        output = "sigmoid maps of the overlapping regions " + ", ".join(meta["regions"])
-    else:
-        output = "softmax over background, NCR, ED, ET"
-    dice_line = ", ".join(f"{k} {v:.3f}" for k, v in dice.items() if v is not None) or "n/a"
-    validation_line = (
-        'Trained on every case of its cache, none held out (nnU-Net\'s fold "all").'
-        if tc.get("all_cases")
-        else f"Validation Dice on the cached slices of the held-out cases at that epoch: {dice_line}."
-    )
-    threshold = meta.get("confidence_threshold")
-    threshold_line = f"\n- Cases with a confidence score below {threshold} are flagged for review." if threshold else ""
-    return f"""---
-library_name: segmentation-models-pytorch
-tags: [medical-imaging, brain-tumour, brats, segmentation, research-only]
-license: mit
----
-# bratseg U-Net ({tc["encoder"]} encoder)
-
-A 2-D segmentation-models-pytorch U-Net that segments brain tumours in axial slices of
-skull-stripped, co-registered BraTS-space MRI. **Research and teaching use only; not a
-medical device.**
-
-- Input channels, in order: {", ".join(prep.modalities)} (z-scored inside the brain,
-  window {prep.crop_size[0]} x {prep.crop_size[1]} centred on the brain{resized});
-  missing optional modalities are fed as zeros (trained with modality dropout
-  {tc["modality_dropout"]}).
-- Output: {output};
-  written as BraTS 2020 labels 0/1/2/4.
-- Training: {tc["epochs"]} epochs at most, early stopping patience {tc["patience"]}, AdamW lr
-  {tc["lr"]}, batch {tc["batch_size"]}, Dice + cross-entropy; weights of epoch {meta["epoch"]}
-  ({meta["checkpoint"]}).
-- {validation_line}
-  Whole-volume figures from `bratseg evaluate` are in the project's `model_card.md`.{threshold_line}
-
-Load it with:
-
-```python
-import bratseg
-segmenter = bratseg.from_pretrained("path/to/this/folder")
-labels = segmenter.predict("path/to/case_folder")
-```
-"""

@@ -15,6 +15,7 @@ import numpy as np
 import pytest
 import torch
 from safetensors.torch import load_file
+from test_hub import serving_fake_hub
 
 import bratseg
 from bratseg.errors import ModelLoadError
@@ -213,3 +214,53 @@ def test_confidence_threshold_travels_with_the_model(run_dir: Path, case: Path, 
     (out / "bratseg.json").write_text(json.dumps({**meta, "confidence_threshold": "high"}))
     with pytest.raises(ModelLoadError, match="bratseg.json's confidence_threshold"):
         bratseg.from_pretrained(out)
+
+
+def test_the_card_carries_what_the_run_measured(run_dir: Path, tmp_path: Path):
+    from huggingface_hub import ModelCard
+
+    from bratseg.model.card import model_index_dice
+
+    out = export_run(run_dir, tmp_path / "model", repo_id="bratseg-test/tiny")
+    card = ModelCard.load(out / "README.md")  # parsed back as the Hub parses it
+    assert card.data.library_name == "segmentation-models-pytorch" and card.data.license == "mit"
+    assert {"bratseg", "medical-imaging", "research-only"} <= set(card.data.tags) and card.data.datasets
+    history = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
+    best = max(history, key=lambda h: h["val_mean_dice"])
+    assert model_index_dice(card) == {k: round(best[f"dice_{k}"], 4) for k in ("WT", "TC", "ET")}
+    result = card.data.eval_results[0]
+    assert result.dataset_split == "validation" and f"epoch {best['epoch']}" in result.metric_name
+    assert card.data.model_name == "bratseg-test/tiny" and 'from_pretrained("bratseg-test/tiny")' in card.text
+
+
+@pytest.fixture
+def fake_hub(tmp_path: Path, monkeypatch):
+    """A local stand-in for the Hugging Face Hub that records what is sent (tests/test_hub.py)."""
+    with serving_fake_hub(tmp_path / "hf", monkeypatch) as hub:
+        yield hub
+
+
+def test_cli_export_pushes_to_the_hub(run_dir: Path, tmp_path: Path, capsys, fake_hub, monkeypatch):
+    """``--push-to-hub`` uploads to the local FakeHub, not the real Hub: it records what was sent."""
+    from test_hub import TOKEN
+
+    from bratseg.cli import main
+
+    monkeypatch.setenv("HF_TOKEN", TOKEN)  # as a logged-in user has it
+
+    out = tmp_path / "m"
+    assert main(["export", str(run_dir), "--out", str(out), "--private", "--revision", "x"]) == 2
+    assert "go with --push-to-hub" in capsys.readouterr().err and not out.exists()
+    assert main(["export", str(run_dir), "--out", str(out), "--push-to-hub", "not/an/id"]) == 2
+    assert "not a Hub repo id" in capsys.readouterr().err and not out.exists()
+
+    argv = ["export", str(run_dir), "--out", str(out), "--push-to-hub", "bratseg-test/tiny", "--private"]
+    assert main([*argv, "--revision", "exp1", "--commit-message", "tiny run, 2 epochs"]) == 0
+    printed = capsys.readouterr().out
+    assert "model published to bratseg-test/tiny: " in printed
+    repo = fake_hub.repos["bratseg-test/tiny"]
+    assert repo.private and set(repo.commits[repo.refs["exp1"]]) == MODEL_FILES
+    assert {name: (out / name).read_bytes() for name in MODEL_FILES} == repo.commits[repo.refs["exp1"]]
+    commit = next(r for r in fake_hub.requests if r.path.endswith("/commit/exp1"))
+    assert json.loads(commit.body.decode().splitlines()[0])["value"]["summary"] == "tiny run, 2 epochs"
+    assert commit.headers["authorization"] == f"Bearer {TOKEN}"

@@ -177,6 +177,10 @@ def test_api_has_stable_endpoint_names(client: Client):
     endpoints = client.view_api(print_info=False, return_format="dict")["named_endpoints"]
     assert {"/segment", "/render", "/view", "/load_example"} <= set(endpoints)
     assert [p["parameter_name"] for p in endpoints["/render"]["parameters"]] == ["region", "view", "index"]
+    # The follow-up mode: each time point's FLAIR, T1ce, zip and optional label map, then preprocess.
+    assert [p["parameter_name"] for p in endpoints["/followup"]["parameters"]] == [
+        f"{point}_{field}" for point in ("baseline", "followup") for field in ("flair", "t1ce", "zip", "seg")
+    ] + ["preprocess"]
 
 
 def test_segment_real_case(segmented: dict, app: AppProcess, brats18_case: Path):
@@ -251,6 +255,11 @@ def test_confidence_flag_and_report_download(segmented: dict, brats18_case: Path
     assert Path(path).name == f"{brats18_case.name}_report.pdf"
     reader = PdfReader(path)
     assert brats18_case.name in reader.pages[0].extract_text()
+    # The RANO measurement of the label map downloaded, on the report's first page.
+    from bratseg.measurement.rano import measure_file
+
+    spd = measure_file(segmented["download"]).spd_mm2
+    assert f"RANO: SPD {spd:.1f} mm²" in " ".join(reader.pages[0].extract_text().split())
 
 
 def _threshold() -> float:
@@ -525,8 +534,9 @@ def test_host_and_port_come_from_env_and_flags_override_them(monkeypatch):
     launcher = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(launcher)
 
-    monkeypatch.delenv("BRATSEG_HOST", raising=False)
-    monkeypatch.delenv("BRATSEG_PORT", raising=False)
+    # The variables a Hugging Face Space (or CI) may set stand in when BRATSEG_* are absent.
+    for var in ("BRATSEG_HOST", "BRATSEG_PORT", "GRADIO_SERVER_NAME", "GRADIO_SERVER_PORT", "PORT", "BRATSEG_MODEL"):
+        monkeypatch.delenv(var, raising=False)
     args = launcher.parse_args([])
     assert (args.host, args.port, args.model) == ("127.0.0.1", 7860, None)
 

@@ -2,11 +2,15 @@
 
 bratseg cache DATA_DIR --out CACHE_DIR
 bratseg train --cache CACHE_DIR --out RUN_DIR [--config FILE] [--epochs N] [--resume]
-bratseg export RUN_DIR --out MODEL_DIR [--checkpoint last] [--confidence-threshold T]
+bratseg export RUN_DIR --out MODEL_DIR [--checkpoint last] [--confidence-threshold T] [--push-to-hub ID]
 bratseg predict CASE_OR_DATA_DIR --output OUT [--model MODEL_DIR]
 bratseg evaluate --pred PRED --ref REF --out REPORT_DIR
 bratseg report CASE_DIR --out report.pdf [--model MODEL_DIR] [--seg SEG.nii.gz]
 bratseg serve [--host H] [--port P] [--model MODEL_DIR] [--data-root DIR]
+
+Newer commands live one per module in this package (``bratseg/cli/<command>.py``), each with
+``add_parser(subparsers)`` that registers its arguments and handler; they are listed in
+``COMMAND_MODULES``.
 """
 
 from __future__ import annotations
@@ -16,6 +20,10 @@ import sys
 from pathlib import Path
 
 from bratseg.errors import BratsegError
+
+# One module per command, imported when the parser is built; each must stay light (no torch
+# import at module level) so that `bratseg --help` is quick.
+COMMAND_MODULES: tuple[str, ...] = ("bratseg.cli.measure", "bratseg.cli.followup")
 
 
 def _cmd_cache(args: argparse.Namespace) -> None:
@@ -32,8 +40,12 @@ def _cmd_cache(args: argparse.Namespace) -> None:
 
 
 def _cmd_train(args: argparse.Namespace) -> None:
+    from bratseg.model.hub import resolve_model
     from bratseg.training.config import TrainConfig
     from bratseg.training.trainer import train
+
+    # A Hub id becomes its folder in the Hugging Face cache, before any training starts.
+    init_weights = resolve_model(args.init_weights) if args.init_weights else None
 
     config = TrainConfig.from_json(
         args.config,
@@ -46,7 +58,7 @@ def _cmd_train(args: argparse.Namespace) -> None:
         threads=args.threads,
         seed=args.seed,
         max_train_batches=args.max_train_batches,
-        init_weights=args.init_weights and str(args.init_weights),
+        init_weights=init_weights and str(init_weights),
         fold=args.fold,
         num_folds=args.num_folds,
         all_cases=args.all_cases or None,
@@ -57,14 +69,31 @@ def _cmd_train(args: argparse.Namespace) -> None:
 
 def _cmd_export(args: argparse.Namespace) -> None:
     from bratseg.export import export_run
+    from bratseg.model.hub import is_hub_id
 
+    push = args.push_to_hub
+    if push is None and (args.private or args.revision or args.commit_message):
+        raise BratsegError("--private, --revision and --commit-message go with --push-to-hub ID")
+    if push is not None and (not is_hub_id(push) or "@" in push):  # before exporting for nothing
+        raise BratsegError(f"--push-to-hub {push}: not a Hub repo id (namespace/name)")
     try:
         out = export_run(
-            args.run_dir, args.out, checkpoint=args.checkpoint, confidence_threshold=args.confidence_threshold
+            args.run_dir,
+            args.out,
+            checkpoint=args.checkpoint,
+            confidence_threshold=args.confidence_threshold,
+            repo_id=push or "",
         )
     except ValueError as exc:  # an option out of range: reported like any other bad input
         raise BratsegError(str(exc)) from None
     print(f"model written to {out}")
+    if push is not None:
+        from bratseg.model.hub import push_model_folder
+
+        url = push_model_folder(
+            out, push, private=args.private or None, revision=args.revision, commit_message=args.commit_message
+        )
+        print(f"model published to {push}: {url}")
 
 
 def _cmd_predict(args: argparse.Namespace) -> None:
@@ -125,7 +154,11 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="train on every case of the cache, none held out (to ship a configuration chosen by cross-validation)",
     )
-    p.add_argument("--init-weights", type=Path, help="start from this exported model folder (fine-tuning)")
+    p.add_argument(
+        "--init-weights",
+        metavar="MODEL",
+        help="start from this model (fine-tuning): an exported model folder or a Hugging Face Hub id namespace/name",
+    )
     p.add_argument("--resume", action="store_true", help="continue from RUN_DIR/last.pt")
     p.set_defaults(func=_cmd_train)
 
@@ -143,6 +176,15 @@ def build_parser() -> argparse.ArgumentParser:
         type=float,
         help="flag cases whose confidence score is below this (calibrated on unseen cases; stored in bratseg.json)",
     )
+    p.add_argument(
+        "--push-to-hub",
+        metavar="ID",
+        help="then publish the folder as this Hugging Face Hub model repo (namespace/name; created if needed; "
+        "log in first with `hf auth login` or HF_TOKEN)",
+    )
+    p.add_argument("--private", action="store_true", help="with --push-to-hub: create the repo private")
+    p.add_argument("--revision", metavar="BRANCH", help="with --push-to-hub: commit to this branch (created if needed)")
+    p.add_argument("--commit-message", help="with --push-to-hub: the commit message")
     p.set_defaults(func=_cmd_export)
 
     from bratseg.inference.cli_predict import add_predict_parser  # light: no torch import
@@ -179,7 +221,9 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("serve", help="serve the Flask app with waitress")
     p.add_argument("--host", default="127.0.0.1")
     p.add_argument("--port", type=int, default=5000)
-    p.add_argument("--model", type=Path)
+    p.add_argument(
+        "--model", help="model folder or Hugging Face Hub id namespace/name[@revision] (default: the shipped model)"
+    )
     p.add_argument("--data-root", type=Path, help="server-side paths are allowed beneath this folder only")
     p.add_argument("--max-upload-mb", type=int, default=200, help="largest request body; larger gets 413")
     p.add_argument("--max-unzipped-mb", type=int, default=1024, help="largest total size a zipped case may unzip to")
@@ -200,6 +244,11 @@ def build_parser() -> argparse.ArgumentParser:
         help="the most a case's images may take once loaded (header dtype x shape, at least float32); more gets 413",
     )
     p.set_defaults(func=_cmd_serve)
+
+    import importlib
+
+    for name in COMMAND_MODULES:
+        importlib.import_module(name).add_parser(sub)
     return parser
 
 

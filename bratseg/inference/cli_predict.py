@@ -57,7 +57,11 @@ def add_predict_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentPars
     )
     p.add_argument("case", type=Path, nargs="?", help="case folder, or a folder of case folders")
     p.add_argument("--output", "-o", type=Path, required=True, help="OUT.nii.gz for one case, a folder for many")
-    p.add_argument("--model", type=Path, help="model folder (default: the model shipped with bratseg)")
+    p.add_argument(
+        "--model",
+        help="model folder, or Hugging Face Hub id namespace/name[@revision] (fetched into the Hugging Face cache "
+        "once; HF_HUB_OFFLINE=1 reads the cache only); default: the model shipped with bratseg",
+    )
     for m in MODALITIES:
         required = " (required with explicit files)" if m in ("flair", "t1ce") else ""
         p.add_argument(
@@ -149,11 +153,12 @@ def _predict_share(args: argparse.Namespace, jobs: list[Job], folder_mode: bool,
     from bratseg.inference.batch import run_batch
     from bratseg.inference.confidence import Confidence, assess
     from bratseg.inference.predictor import DEFAULT_BATCH_SIZE, SHIPPED_MODEL, Segmenter, weights_version
+    from bratseg.model.hub import is_hub_id, resolve_model, split_revision
     from bratseg.model.precision import resolve_precision
 
     summary = RankSummary(world.rank)
     device = world.device_for(args.device)
-    model_dir = args.model or SHIPPED_MODEL
+    model_dir = resolve_model(args.model) or SHIPPED_MODEL  # a Hub id: its folder in the Hugging Face cache
     show = not args.quiet
     prefix = f"rank {world.rank}: " if world.distributed else ""
     settings = {"tta": args.tta, "precision": resolve_precision(args.precision, device)}
@@ -194,13 +199,15 @@ def _predict_share(args: argparse.Namespace, jobs: list[Job], folder_mode: bool,
 
     def load() -> Segmenter:
         segmenter = Segmenter.from_pretrained(
-            args.model,
+            model_dir,
             precision=args.precision,
             flip_tta=args.tta,
             threads=args.threads,
             batch_size=args.batch_size or DEFAULT_BATCH_SIZE,
             device=device,
         )
+        if args.model and is_hub_id(args.model):  # name it by its id, not by its snapshot folder
+            segmenter.source = f"{split_revision(args.model)[0]}@{Path(model_dir).name}"
         loaded.append(segmenter)
         if show:
             elapsed = time.perf_counter() - t_start

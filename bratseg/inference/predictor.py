@@ -38,6 +38,7 @@ from bratseg.inference.confidence import is_valid_threshold
 from bratseg.inference.network_cache import load_folded_network, store_description
 from bratseg.inference.postprocessing import remove_small_components
 from bratseg.inference.regions import region_volumes
+from bratseg.model.hub import is_hub_id, push_model_folder, resolve_model, split_revision
 from bratseg.model.precision import parse_device, resolve_precision
 from bratseg.preprocessing.config import PreprocessingConfig
 from bratseg.preprocessing.context import with_context
@@ -86,9 +87,10 @@ class Prediction:
         return label_image(self.labels, self.volumes)
 
 
-def load_model(model_dir: str | Path) -> tuple[torch.nn.Module, dict, dict]:
-    """The network of a model folder, ready for inference, its ``bratseg.json`` metadata and
-    SMP's ``config.json``.
+def load_model(model_dir: str | Path, **hub_kwargs) -> tuple[torch.nn.Module, dict, dict]:
+    """The network of a model folder (or Hub repo id: :func:`bratseg.model.hub.resolve_model`
+    with ``hub_kwargs``), ready for inference, its ``bratseg.json`` metadata and SMP's
+    ``config.json``.
 
     BatchNorm is folded into the convolution before it, which saves a pass over each feature
     map (BENCHMARKS.md). The first load of a model goes through SMP's ``from_pretrained``
@@ -96,7 +98,7 @@ def load_model(model_dir: str | Path) -> tuple[torch.nn.Module, dict, dict]:
     structure in a cache so that later loads, in any process, rebuild it with torch alone
     (:mod:`bratseg.inference.network_cache`: about 3 CPU-s less per CLI call).
     """
-    model_dir = Path(model_dir)
+    model_dir = resolve_model(model_dir, **hub_kwargs) or SHIPPED_MODEL
     if not model_dir.is_dir():
         raise ModelLoadError(f"{model_dir}: model folder not found")
     missing = [f for f in REQUIRED_FILES if not (model_dir / f).is_file()]
@@ -212,9 +214,31 @@ class Segmenter:
         self.confidence_threshold = confidence_threshold
 
     @classmethod
-    def from_pretrained(cls, model_dir: str | Path | None = None, **kwargs) -> Segmenter:
-        """Load a model folder written by ``bratseg export``; None loads the shipped model."""
-        model_dir = Path(model_dir) if model_dir is not None else SHIPPED_MODEL
+    def from_pretrained(
+        cls,
+        model_dir: str | Path | None = None,
+        *,
+        revision: str | None = None,
+        cache_dir: str | Path | None = None,
+        local_files_only: bool = False,
+        token: str | bool | None = None,
+        **kwargs,
+    ) -> Segmenter:
+        """Load a model folder written by ``bratseg export``, or a Hugging Face Hub repo id
+        (``namespace/name``; :mod:`bratseg.model.hub`); None loads the shipped model, without
+        touching the network.
+
+        ``revision`` pins a Hub branch, tag or commit; ``cache_dir`` replaces the Hugging Face
+        cache (``HF_HUB_CACHE``); ``local_files_only`` reads the cache only (as
+        ``HF_HUB_OFFLINE=1`` does); ``token`` reads a private or gated repo. ``source`` is then
+        what was asked for: the id (``@commit`` it resolved to) or the folder. Other keyword
+        arguments go to :class:`Segmenter`.
+        """
+        hub = {"revision": revision, "cache_dir": cache_dir, "local_files_only": local_files_only, "token": token}
+        folder = resolve_model(model_dir, **hub) if model_dir is not None else SHIPPED_MODEL
+        hub_id = model_dir is not None and is_hub_id(model_dir)
+        source = f"{split_revision(str(model_dir))[0]}@{folder.name}" if hub_id else str(folder)
+        model_dir = folder
         model, meta, config = load_model(model_dir)
         prep_path = model_dir / "preprocessing.json"
         try:
@@ -232,11 +256,44 @@ class Segmenter:
         if threshold is not None and not is_valid_threshold(threshold):
             raise ModelLoadError(f"{model_dir}: bratseg.json's confidence_threshold {threshold!r} is not in (0, 1]")
         kwargs.setdefault("confidence_threshold", threshold)
-        return cls(model, prep, meta.get("target", "regions"), model_dir=model_dir, **kwargs)
+        segmenter = cls(model, prep, meta.get("target", "regions"), model_dir=model_dir, **kwargs)
+        segmenter.source = source  # the Hub id and commit, or the folder: what predicted
+        return segmenter
+
+    def push_to_hub(
+        self,
+        repo_id: str,
+        *,
+        private: bool | None = None,
+        revision: str | None = None,
+        commit_message: str | None = None,
+        token: str | None = None,
+        card: str | Path | None = None,
+    ) -> str:
+        """Publish the model folder this segmenter was loaded from as the Hub model repo
+        ``repo_id`` (created if needed; ``private`` for a new one; ``revision`` a branch,
+        created if needed), with its model card (``card``, a Markdown file, or the folder's
+        own, or one built from ``bratseg.json``); returns the commit's URL
+        (:func:`bratseg.model.hub.push_model_folder`)."""
+        if self.model_dir is None:
+            raise ModelLoadError("this model was built in memory; export it with `bratseg export` to publish it")
+        return push_model_folder(
+            self.model_dir,
+            repo_id,
+            private=private,
+            revision=revision,
+            commit_message=commit_message,
+            token=token,
+            card=card,
+        )
 
     @property
     def model_name(self) -> str:
-        """The model folder's name (``in-memory`` for a model built in memory)."""
+        """The Hub repo id of a model loaded by id, else the model folder's name (``in-memory``
+        for a model built in memory)."""
+        source = getattr(self, "source", "")
+        if "@" in source:  # "namespace/name@commit": the snapshot folder is named by the commit
+            return source.split("@", 1)[0]
         return self.model_dir.name if self.model_dir is not None else "in-memory"
 
     @functools.cached_property
@@ -389,6 +446,6 @@ def _remove_small_components_in_box(labels: np.ndarray, min_fraction: float) -> 
     return labels
 
 
-def from_pretrained(model_dir: str | Path | None = None, **kwargs) -> Segmenter:
-    """Load a :class:`Segmenter` from a model folder (default: the model shipped in bratseg)."""
-    return Segmenter.from_pretrained(model_dir, **kwargs)
+from_pretrained = Segmenter.from_pretrained
+"""Load a :class:`Segmenter` from a model folder or a Hugging Face Hub repo id (``namespace/name``,
+pinned with ``revision``); with no argument the model shipped in bratseg, and no network."""

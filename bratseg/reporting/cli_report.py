@@ -39,7 +39,9 @@ def add_report_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParse
     )
     p.add_argument("case", type=Path, metavar="CASE_DIR", help="the case folder (its images are shown)")
     p.add_argument("--out", "-o", type=Path, required=True, help="the PDF to write")
-    p.add_argument("--model", type=Path, help="model folder (default: the model shipped with bratseg)")
+    p.add_argument(
+        "--model", help="model folder or Hugging Face Hub id namespace/name[@revision] (default: the shipped model)"
+    )
     p.add_argument("--seg", type=Path, metavar="SEG", help="report this label map instead of running the model")
     p.add_argument(
         "--confidence",
@@ -84,7 +86,10 @@ def run_report(args: argparse.Namespace) -> None:
     from bratseg.data.io import load_case
     from bratseg.inference.confidence import assess
     from bratseg.inference.predictor import Prediction, from_pretrained
+    from bratseg.model.hub import resolve_model
     from bratseg.reporting.report import write_report
+
+    model = resolve_model(args.model)  # a Hub id: its folder in the Hugging Face cache; None: the shipped model
 
     steps = confidence = None  # the model's own preprocessing; scored on the prediction itself
     if args.seg is not None:
@@ -92,7 +97,7 @@ def run_report(args: argparse.Namespace) -> None:
         labels = load_label_map(args.seg, volumes)
         prediction = Prediction(labels, volumes, 0.0)
         if args.confidence:
-            modelled = from_pretrained(args.model).segment(volumes)
+            modelled = from_pretrained(model).segment(volumes)
             prediction.probabilities, prediction.warnings = modelled.probabilities, modelled.warnings
             prediction.confidence_threshold = modelled.confidence_threshold
     else:
@@ -100,16 +105,16 @@ def run_report(args: argparse.Namespace) -> None:
         from bratseg.native.pipeline import NativePrediction
 
         steps_run: list[str] = []
-        result = segment_any(from_pretrained(args.model), case, "auto", log=steps_run.append)
+        result = segment_any(from_pretrained(model), case, "auto", log=steps_run.append)
         prediction = result
         if isinstance(result, NativePrediction):  # scans as scanned: reported on the patient's T1ce grid
             from bratseg.native.patient_view import on_patient_grid
             from bratseg.reporting.report import native_steps
 
             prediction = on_patient_grid(result)
-            steps = native_steps(steps_run, args.model)
+            steps = native_steps(steps_run, model)
             confidence = assess(result.brats)  # where the score was calibrated
-    out = write_report(prediction, args.out, model_dir=args.model, preprocessing=steps, confidence=confidence)
+    out = write_report(prediction, args.out, model_dir=model, preprocessing=steps, confidence=confidence)
     if args.png is not None:
         from bratseg.reporting.figures import key_slice_panel
 
