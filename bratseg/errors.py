@@ -82,3 +82,10 @@ class InconsistentModalitiesError(InvalidCaseError):
     others, the same image given twice, T1 and T1ce swapped). Unlike
     :class:`UntrustworthyInputError` no preprocessing can fix it (registration would align a
     mirrored brain with the tumour on the wrong side), so every path refuses it."""
+
+
+class ImplausibleScanError(InvalidCaseError):
+    """A sequence whose content no scan of its kind has: no anatomy (one value over the brain,
+    or over most of it), a handful of values (a label map or mask given as an image), inverted
+    contrast (a negative ``scl_slope``, a flipped grey scale). Like
+    :class:`InconsistentModalitiesError` no preprocessing fixes it, so every path refuses it."""

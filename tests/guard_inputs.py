@@ -166,3 +166,104 @@ def native_in_brats_space(native_dir: Path, modalities: tuple[str, ...] = ("flai
         ).round()
     header = nib.Nifti1Image(np.zeros(reference.shape, np.int16), reference.affine).header
     return CaseVolumes("TCGA-FG-6692", images, reference.affine, header)
+
+
+# --- inputs that look like scans but hold no usable content (issue: never silently wrong, 2) ---
+
+
+def _own_mask(data: np.ndarray) -> np.ndarray:
+    return data != 0
+
+
+def constant_inside(volumes: CaseVolumes, modality: str) -> CaseVolumes:
+    """``modality`` with one value (its brain median) wherever it had brain: no anatomy."""
+    data = volumes.images[modality]
+    inside = _own_mask(data)
+    value = np.float32(np.median(data[inside]))
+    return with_images(volumes, {**volumes.images, modality: np.where(inside, value, 0).astype(np.float32)})
+
+
+def label_as(volumes: CaseVolumes, modality: str) -> CaseVolumes:
+    """The expert label map (BraTS values 0/1/2/4) given as ``modality``."""
+    assert volumes.label is not None
+    brats = np.array([0, 1, 2, 4], dtype=np.float32)[volumes.label]
+    return with_images(volumes, {**volumes.images, modality: brats})
+
+
+def mask_as(volumes: CaseVolumes, modality: str) -> CaseVolumes:
+    """The brain mask (0/1) given as ``modality``."""
+    return with_images(volumes, {**volumes.images, modality: brain_mask(volumes.images).astype(np.float32)})
+
+
+def noise_inside(volumes: CaseVolumes, modality: str, seed: int = 0) -> CaseVolumes:
+    """``modality``'s brain filled with Gaussian noise around its median: values, no anatomy."""
+    data = volumes.images[modality]
+    inside = _own_mask(data)
+    median, spread = float(np.median(data[inside])), float(data[inside].std())
+    noise = np.random.default_rng(seed).normal(median + 3 * spread, spread, data.shape).astype(np.float32)
+    return with_images(volumes, {**volumes.images, modality: np.where(inside, noise, 0).astype(np.float32)})
+
+
+def negated(volumes: CaseVolumes, modality: str) -> CaseVolumes:
+    """``modality`` times -1, as a header ``scl_slope`` of -1 gives."""
+    return with_images(volumes, {**volumes.images, modality: -volumes.images[modality]})
+
+
+def grey_flipped(volumes: CaseVolumes, modality: str) -> CaseVolumes:
+    """``modality`` as maximum minus value over the whole image (an export that flips the grey
+    scale: the background becomes the brightest value)."""
+    data = volumes.images[modality]
+    return with_images(volumes, {**volumes.images, modality: (data.max() - data).astype(np.float32)})
+
+
+def flipped_inside(volumes: CaseVolumes, modality: str) -> CaseVolumes:
+    """``modality``'s grey scale flipped inside the brain only, the background left at 0."""
+    data = volumes.images[modality]
+    inside = _own_mask(data)
+    top = float(data[inside].max())
+    return with_images(volumes, {**volumes.images, modality: np.where(inside, top - data + 1, 0).astype(np.float32)})
+
+
+def scaled(volumes: CaseVolumes, modality: str, factor: float) -> CaseVolumes:
+    """``modality`` times ``factor`` in memory (float32), as a file written with that scale."""
+    return with_images(volumes, {**volumes.images, modality: (volumes.images[modality] * factor).astype(np.float32)})
+
+
+def two_patients(first: CaseVolumes, second: CaseVolumes, from_second: tuple[str, ...]) -> CaseVolumes:
+    """``first``'s sequences with those named in ``from_second`` taken from ``second`` (both in
+    BraTS space): two patients in one case."""
+    images = {m: (second.images[m] if m in from_second else d) for m, d in first.images.items()}
+    return with_images(first, images)
+
+
+CONTENT_PROBES = {
+    "flair_constant": lambda v: constant_inside(v, "flair"),
+    "t1ce_is_label_map": lambda v: label_as(v, "t1ce"),
+    "flair_is_label_map": lambda v: label_as(v, "flair"),
+    "t2_is_brain_mask": lambda v: mask_as(v, "t2"),
+    "flair_noise": lambda v: noise_inside(v, "flair"),
+    "flair_negated": lambda v: negated(v, "flair"),
+    "t1ce_negated": lambda v: negated(v, "t1ce"),
+    "flair_grey_flipped": lambda v: grey_flipped(v, "flair"),
+    "t2_grey_flipped": lambda v: grey_flipped(v, "t2"),
+    "flair_flipped_inside": lambda v: flipped_inside(v, "flair"),
+    "t1_flipped_inside": lambda v: flipped_inside(v, "t1"),
+    "flair_times_1e-30": lambda v: scaled(v, "flair", 1e-30),
+    "flair_times_1e-3": lambda v: scaled(v, "flair", 1e-3),
+}
+
+
+def save_with_scaling(raw: np.ndarray, affine: np.ndarray, path: Path, slope: float, inter: float = 0.0) -> Path:
+    """``raw`` (stored as is) in a gzipped NIfTI file whose header says ``scl_slope`` and
+    ``scl_inter``: nibabel's own writer would rescale the data and reset them, so the header
+    is written field by field."""
+    import gzip
+
+    header = nib.Nifti1Image(raw, affine).header
+    header.set_data_dtype(raw.dtype)
+    header["vox_offset"] = 352
+    header["scl_slope"], header["scl_inter"] = slope, inter
+    with gzip.open(path, "wb") as stream:
+        stream.write(header.binaryblock + b"\0" * 4)  # 348 bytes and an empty extension flag
+        stream.write(np.asarray(raw).tobytes(order="F"))
+    return path

@@ -2,8 +2,9 @@
 (exit code 2, one line, no traceback), the Python API (a typed error), the Flask API (4xx JSON
 with the reason) and the Gradio demo (the reason in the error box).
 
-The inputs are the real Brats18_2013_11_1 transformed by the test (``guard_inputs.py``), plus a
-small file with a rank-2 affine; the shipped model is loaded once for the module (the CLI runs
+The inputs are the real Brats18_2013_11_1 transformed by the test (``guard_inputs.py``: also a
+label map given as T1ce, a negated FLAIR, and a T1ce of another patient, Brats18_TCIA10_637_1),
+plus a small file with a rank-2 affine; the shipped model is loaded once for the module (the CLI runs
 load their own). Refusals come before the network, so no prediction is run.
 """
 
@@ -20,11 +21,16 @@ import nibabel as nib
 import numpy as np
 import pytest
 from gradio_demo import demo_client
-from guard_inputs import mirrored, only, replaced, resampled, skull_on, write_case
+from guard_inputs import label_as, mirrored, negated, only, replaced, resampled, skull_on, two_patients, write_case
 
 from bratseg.data.io import load_case
 from bratseg.data.layout import case_from_folder
-from bratseg.errors import InconsistentModalitiesError, InvalidCaseError, UntrustworthyInputError
+from bratseg.errors import (
+    ImplausibleScanError,
+    InconsistentModalitiesError,
+    InvalidCaseError,
+    UntrustworthyInputError,
+)
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -41,15 +47,36 @@ EXPECTED = {
     "MIRRORED_1": r"MIRRORED_1_flair\.nii\.gz and MIRRORED_1_t1ce\.nii\.gz are mirrored left-right against each other",
     "SAME_1": r"SAME_1_t1ce\.nii\.gz and SAME_1_t1\.nii\.gz are the same image",
     "RANK2_1": r"RANK2_1_t1ce\.nii\.gz: the affine \(voxel-to-world matrix\) is singular \(rank 2 of 3\)",
+    # Files that are no scan of their kind, and two patients (test_content_checks.py): refused on
+    # every path, not sent to the native preprocessing under auto.
+    "LABEL_1": r"LABEL_1_t1ce\.nii\.gz: only 3 distinct intensities inside the brain \(1, 2, 4\): a label map",
+    "INVERTED_1": r"INVERTED_1_flair\.nii\.gz: darker than its background \(0\) in 100% of the brain: inverted",
+    "MIXED_1": r"MIXED_1_t1ce\.nii\.gz: does not come from the same head as MIXED_1_flair\.nii\.gz",
+}
+# The error each front end's Python API raises, where not UntrustworthyInputError.
+ERRORS = {
+    "RANK2_1": InvalidCaseError,
+    "MIRRORED_1": InconsistentModalitiesError,
+    "SAME_1": InconsistentModalitiesError,
+    "LABEL_1": ImplausibleScanError,
+    "INVERTED_1": ImplausibleScanError,
+    "MIXED_1": InconsistentModalitiesError,
 }
 
 
 @pytest.fixture(scope="module")
-def bad_root(tmp_path_factory, brats18_case: Path) -> Path:
+def bad_root(tmp_path_factory, brats18_case: Path, data_dir: Path) -> Path:
     """One folder of case folders, each untrustworthy in one way (int16, like the originals)."""
     root = tmp_path_factory.mktemp("untrustworthy")
     real = load_case(case_from_folder(brats18_case))
     two = only(real, "flair", "t1ce")
+    write_case(label_as(two, "t1ce"), root / "LABEL_1", np.int16)
+    write_case(negated(two, "flair"), root / "INVERTED_1", np.int16)
+    other = next(data_dir.glob("*/Brats18_TCIA10_637_1"), None)
+    if other is None:
+        pytest.skip(f"Brats18_TCIA10_637_1 not found in {data_dir}")
+    second = load_case(case_from_folder(other), with_label=False)
+    write_case(only(two_patients(real, second, ("t1ce",)), "flair", "t1ce"), root / "MIXED_1", np.int16)
     write_case(skull_on(two), root / "SKULL_1", np.int16)
     write_case(resampled(two, (2.0, 2.0, 2.0)), root / "TWO_MM_1", np.int16)
     write_case(mirrored(two, "t1ce"), root / "MIRRORED_1", np.int16)
@@ -110,7 +137,7 @@ def test_cli_single_case_refusal_is_one_line_and_exit_code_2(bad_root: Path, tmp
 def test_cli_folder_reports_each_refusal_on_its_line(bad_root: Path, tmp_path: Path) -> None:
     """Under the default ``--preprocess auto``: modalities that contradict each other and a broken
     affine are refused on every path."""
-    everywhere = ("MIRRORED_1", "SAME_1", "RANK2_1")
+    everywhere = ("MIRRORED_1", "SAME_1", "RANK2_1", "LABEL_1", "INVERTED_1", "MIXED_1")
     folder = tmp_path / "cases"
     folder.mkdir()
     for name in everywhere:
@@ -131,12 +158,7 @@ def test_cli_folder_reports_each_refusal_on_its_line(bad_root: Path, tmp_path: P
 
 def test_python_api_raises_the_typed_error(segmenter, bad_root: Path) -> None:
     for name, pattern in EXPECTED.items():
-        error = {
-            "RANK2_1": InvalidCaseError,
-            "MIRRORED_1": InconsistentModalitiesError,
-            "SAME_1": InconsistentModalitiesError,
-        }
-        error = error.get(name, UntrustworthyInputError)
+        error = ERRORS.get(name, UntrustworthyInputError)
         with pytest.raises(error) as info:
             segmenter.segment(bad_root / name)
         assert re.search(pattern, str(info.value)), str(info.value)

@@ -75,7 +75,12 @@ def test_mixed_folder_and_zip_split_by_series_uid(dicom_dir: Path, tmp_path: Pat
     with zipfile.ZipFile(archive, "w") as z:
         for path in mixed.iterdir():
             z.write(path, f"study/{path.name}")
-    chosen, found = read_study(archive)
+    # The five come from five studies (StudyInstanceUIDs): refused as one case, naming them ...
+    with pytest.raises(DicomError, match=r"study.zip: the series come from \d different studies \(StudyInstanceUID"):
+        read_study(archive)
+    # ... unless the user names the series of every sequence.
+    guessed = {s.sequence: s.uid for s in series if s.sequence is not None}
+    chosen, found = read_study(archive, overrides=guessed)
     assert len(found) == 5
     by_uid = {s.uid: s for s in found}
     for vendor in VENDORS:
@@ -145,3 +150,73 @@ def test_bad_dicom_input(dicom_dir: Path, tmp_path: Path) -> None:
         shutil.copy(path, two / path.name)
     with pytest.raises(DicomError, match="no DICOM image series of 3 or more slices"):
         read_scan(two, "t1")
+
+
+def _copy_series(source: Path, target: Path, skip: int | None = None, **tags: object) -> None:
+    """A real series under a new SeriesInstanceUID with ``tags`` set, without its ``skip``-th
+    file (in position order: the series' slices differ along one axis) when given."""
+    target.mkdir(parents=True)
+    uid = generate_uid()
+    files = sorted(
+        source.iterdir(), key=lambda p: tuple(pydicom.dcmread(p, stop_before_pixels=True).ImagePositionPatient)
+    )
+    for i, path in enumerate(files):
+        if i == skip:
+            continue
+        ds = pydicom.dcmread(path)
+        ds.SeriesInstanceUID = uid
+        for keyword, value in tags.items():
+            setattr(ds, keyword, value)
+        ds.save_as(target / path.name)
+
+
+def test_series_of_two_patients_are_refused_unless_named(dicom_dir: Path, tmp_path: Path) -> None:
+    """One study folder whose FLAIR and T1ce carry different PatientIDs: refused naming both
+    IDs and series; accepted when the user names the series of each sequence."""
+    siemens, study = dicom_dir / "siemens" / "series", tmp_path / "study"
+    _copy_series(siemens, study / "s2", SeriesNumber=2, SeriesDescription="AX FLAIR", PatientID="PAT-A")
+    _copy_series(siemens, study / "s3", SeriesNumber=3, SeriesDescription="AX T1 POST GAD", PatientID="PAT-B")
+    with pytest.raises(DicomError) as info:
+        read_study(study)
+    message = str(info.value)
+    assert message.startswith("study: the series come from 2 different patients (PatientID 'PAT-A': FLAIR (series 2")
+    assert "PatientID 'PAT-B': T1CE (series 3 'AX T1 POST GAD')" in message and "give each series explicitly" in message
+    with pytest.raises(DicomError, match="different patients"):
+        read_study(study, overrides={"flair": 2})  # one named, the other guessed: still refused
+    chosen, _ = read_study(study, overrides={"flair": 2, "t1ce": 3})
+    assert chosen["flair"].patient_id == "PAT-A" and chosen["t1ce"].patient_id == "PAT-B"
+    # Each series given on its own (--flair DIR --t1ce DIR) is the user's explicit choice.
+    assert read_scan(study / "s3", "t1ce").image.GetSize() == (256, 256, 4)
+
+
+def test_series_with_a_missing_slice_is_refused_naming_the_gap(dicom_dir: Path, tmp_path: Path) -> None:
+    """A series whose second slice (of four, 1 mm apart) is missing: before, GDCM stacked the
+    three as evenly spaced; now refused with the gap, however the series is given."""
+    gappy = tmp_path / "gappy"
+    _copy_series(dicom_dir / "siemens" / "series", gappy, skip=1, SeriesDescription="AX FLAIR")
+    expected = (
+        r"gappy: series \d+ 'AX FLAIR': slice positions are not evenly spaced: 1 mm apart, but 2 mm between "
+        r"-?[\d.]+ and -?[\d.]+ mm along the slice normal \(1 slice missing\?\)"
+    )
+    with pytest.raises(DicomError, match=expected):
+        read_scan(gappy, "flair")
+    with pytest.raises(DicomError, match="slice positions are not evenly spaced"):
+        read_study(tmp_path)
+    # The same slice twice (another echo at one position) is refused too.
+    doubled = tmp_path / "doubled"
+    _copy_series(dicom_dir / "siemens" / "series", doubled, SeriesDescription="AX FLAIR")
+    first = sorted(doubled.iterdir())[0]
+    ds = pydicom.dcmread(first)
+    ds.SOPInstanceUID = generate_uid()
+    ds.save_as(doubled / "echo2.dcm")
+    with pytest.raises(DicomError, match=r"2 slices share positions .*several images per slice in one series"):
+        read_scan(doubled, "flair")
+
+
+@pytest.mark.parametrize("vendor", VENDORS)
+def test_real_series_are_evenly_spaced(dicom_dir: Path, vendor: str) -> None:
+    """No false alarm: every real series (an enhanced multi-frame one included) passes."""
+    from bratseg.native.dicom import slice_gap_problem
+
+    (series,) = find_series(dicom_dir / vendor / "series")
+    assert len(series.planes) == series.frames and slice_gap_problem(series) is None

@@ -30,6 +30,9 @@ from bratseg.errors import InvalidCaseError
 _UMASK = os.umask(0)
 os.umask(_UMASK)
 _AFFINE_TOLERANCE = 1e-3  # mm; BraTS files of one case share the affine to float precision
+# Header slopes applied as such; beyond, as their sign (see _scaled_data). int16 scans times any
+# slope in this range stay far inside float32 and far above the z-score's floor of 1e-8.
+SAFE_SLOPE = (1e-6, 1e6)
 
 
 @dataclass
@@ -52,7 +55,7 @@ def load_volume(path: str | Path, dtype: type = np.float32) -> Volume:
         raise InvalidCaseError(path, "file not found")
     try:
         with _nifti_image(path) as img:
-            data = np.asanyarray(img.dataobj)
+            data = _scaled_data(img)
     except (nib.filebasedimages.ImageFileError, gzip.BadGzipFile) as exc:
         raise InvalidCaseError(path, f"not a readable NIfTI file ({_one_line(exc)})") from None
     except (EOFError, zlib.error) as exc:
@@ -73,6 +76,38 @@ def load_volume(path: str | Path, dtype: type = np.float32) -> Volume:
         raise InvalidCaseError(path, f"{count} voxels are NaN or infinite")
     header = img.header.copy()
     return Volume(data, img.affine.copy(), header, path)
+
+
+def _scaled_data(img: nib.Nifti1Image) -> np.ndarray:
+    """The voxels with the header's scaling (``scl_slope``, ``scl_inter``) applied safely.
+
+    A slope far from 1 (outside :data:`SAFE_SLOPE`, such as 1e-30) would push the values out of
+    what float32 holds (underflow below the z-score's floor, overflow to infinity). Every
+    consumer of an image's intensities (z-scoring, the brain mask from a constant background,
+    registration by mutual information, skull stripping) is unchanged by a positive factor and
+    an offset, so such a slope is applied as its sign alone and the intercept dropped: the
+    answer is that of the properly scaled image, and a negative slope still inverts the
+    contrast (for the content checks to catch).
+
+    Example:
+        >>> import pathlib, tempfile
+        >>> path = pathlib.Path(tempfile.mkdtemp()) / "tiny.nii.gz"
+        >>> img = nib.Nifti1Image(np.arange(0, 64, dtype=np.int16).reshape(4, 4, 4), np.eye(4))
+        >>> img.header.set_slope_inter(1e-30, 5.0)
+        >>> nib.save(img, str(path))
+        >>> load_volume(path).data[0, 0, :].tolist()  # as stored: z-scoring gives what 1e-30 x + 5 would
+        [0.0, 1.0, 2.0, 3.0]
+        >>> img.header.set_slope_inter(-1e-30, 0.0)
+        >>> nib.save(img, str(path))
+        >>> load_volume(path).data[0, 0, :].tolist()  # the sign kept: inverted contrast
+        [0.0, -1.0, -2.0, -3.0]
+    """
+    proxy = img.dataobj
+    slope = getattr(proxy, "slope", 1.0)
+    if not hasattr(proxy, "get_unscaled") or SAFE_SLOPE[0] <= abs(float(slope)) <= SAFE_SLOPE[1]:
+        return np.asanyarray(proxy)
+    raw = np.asarray(proxy.get_unscaled(), dtype=np.float32)
+    return np.float32(0) - raw if float(slope) < 0 else raw  # 0 - x: no -0.0 in the background
 
 
 @contextmanager

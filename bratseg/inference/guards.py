@@ -4,9 +4,12 @@ can be trusted.
 
 - :func:`check_input` runs before the network. Input the model cannot give a meaningful
   answer on raises :class:`~bratseg.errors.UntrustworthyInputError` (not BraTS-space-like: the
-  native preprocessing may fix it) or :class:`~bratseg.errors.InconsistentModalitiesError`
-  (modalities that contradict each other: nothing fixes that), one line naming the file and
-  the reason; doubtful input returns warnings.
+  native preprocessing may fix it), :class:`~bratseg.errors.ImplausibleScanError` (a file
+  that is no scan of its kind: no anatomy, a label map, inverted contrast;
+  :mod:`bratseg.inference.sequence_content`) or
+  :class:`~bratseg.errors.InconsistentModalitiesError` (modalities that contradict each other,
+  or come from two heads: :mod:`bratseg.inference.one_head`; nothing fixes that), one line
+  naming the file and the reason; doubtful input returns warnings.
 - :func:`check_result` runs after it and returns warnings for an implausible result (one that
   cannot be right is flagged as such; ``strict`` raises
   :class:`~bratseg.errors.UntrustworthyResultError` instead).
@@ -40,12 +43,15 @@ import nibabel as nib
 import numpy as np
 
 from bratseg.errors import (
+    ImplausibleScanError,
     InconsistentModalitiesError,
     InvalidCaseError,
     UntrustworthyInputError,
     UntrustworthyResultError,
 )
-from bratseg.inference.input_signals import CaseSignals, rim_share
+from bratseg.inference.input_signals import CaseSignals, left_right_axis, rim_share
+from bratseg.inference.one_head import head_groups
+from bratseg.inference.sequence_content import measure_sequence, outline_problem, sequence_problems
 
 if TYPE_CHECKING:
     from bratseg.data.io import CaseVolumes
@@ -156,10 +162,20 @@ def brats_space_problems(
 
 
 def check_input(volumes: CaseVolumes, preprocessing: PreprocessingConfig) -> list[str]:
-    """Raise :class:`UntrustworthyInputError` for input that is not BraTS-space-like and
-    :class:`InconsistentModalitiesError` for modalities mirrored against each other, the same
-    image given twice or T1 and T1ce swapped; return warnings for doubtful input."""
+    """Raise :class:`ImplausibleScanError` for a sequence that is no scan of its kind (no
+    anatomy, a label map or mask, inverted contrast), :class:`UntrustworthyInputError` for input
+    that is not BraTS-space-like and :class:`InconsistentModalitiesError` for modalities
+    mirrored against each other, the same image given twice, T1 and T1ce swapped, or sequences
+    from more than one head; return warnings for doubtful input."""
     stats = CaseSignals(volumes.images, volumes.affine)
+    # What each file holds first (no preprocessing fixes a label map or an inverted image, so
+    # it must not be taken for raw input and sent to the native path), then the grid, then
+    # the sequences against each other.
+    contents = {m: measure_sequence(stats, m) for m in volumes.images}
+    for modality, content in contents.items():
+        problems = sequence_problems(content)
+        if problems:
+            _refuse(volumes, modality, "; ".join(problems), ImplausibleScanError)
     context = int(getattr(preprocessing, "context_slices", 0) or 0)
     problems = brats_space_problems(volumes, tuple(preprocessing.crop_size), stats, context)
     if problems:
@@ -167,6 +183,10 @@ def check_input(volumes: CaseVolumes, preprocessing: PreprocessingConfig) -> lis
     culprit, problems = _modality_problems(volumes, stats)
     if problems:
         _refuse(volumes, culprit, "; ".join(problems), InconsistentModalitiesError)
+    for modality, content in contents.items():
+        problem = outline_problem(content, [c for m, c in contents.items() if m != modality])
+        if problem is not None:
+            _refuse(volumes, modality, problem, ImplausibleScanError)
     warnings = list(volumes.notes)
     off = float(np.max(np.abs(stats.spacing[:2] - 1.0)))
     if off > IN_PLANE_WARN:
@@ -192,8 +212,8 @@ def check_input(volumes: CaseVolumes, preprocessing: PreprocessingConfig) -> lis
 
 
 def _modality_problems(volumes: CaseVolumes, stats: CaseSignals) -> tuple[str | None, list[str]]:
-    """Modalities that contradict each other (the same image twice, one mirrored, T1ce darker
-    than T1 where contrast enhances), and the modality to blame first."""
+    """Modalities that contradict each other (the same image twice, one mirrored, from two
+    heads, T1ce darker than T1 where contrast enhances), and the modality to blame first."""
     images = volumes.images
     names = list(images)
     for i, a in enumerate(names):
@@ -201,6 +221,8 @@ def _modality_problems(volumes: CaseVolumes, stats: CaseSignals) -> tuple[str | 
             if np.array_equal(images[a], images[b]):
                 return b, [f"{_name(volumes, a)} and {_name(volumes, b)} are the same image"]
     mirrored = stats.mirrored(MIRROR_MARGIN)
+    if mirrored and not _one_head_once_flipped(volumes, stats, mirrored[-1]):
+        mirrored = []  # two patients whose outlines happen to match better flipped: not a mirror
     if mirrored:
         if len(mirrored) == 1:
             return mirrored[0], [
@@ -211,6 +233,9 @@ def _modality_problems(volumes: CaseVolumes, stats: CaseSignals) -> tuple[str | 
             f"{' and '.join(_name(volumes, m) for m in mirrored)} are mirrored left-right against each other "
             "(their brain outlines match better flipped)"
         ]
+    groups = head_groups(stats)  # before the contrast check: two heads rarely enhance as one
+    if len(groups) > 1:
+        return groups[-1][0], [_heads_problem(volumes, groups)]
     excess = stats.enhancement_excess()
     if excess is not None and excess < ENHANCEMENT_SWAPPED_PER_MILLE:
         return "t1ce", [
@@ -218,6 +243,31 @@ def _modality_problems(volumes: CaseVolumes, stats: CaseSignals) -> tuple[str | 
             "brain brighter on T1ce than on T1, net; real T1ce: at least +6.8): T1 and T1ce swapped?"
         ]
     return None, []
+
+
+def _heads_problem(volumes: CaseVolumes, groups: list[list[str]]) -> str:
+    """The reason to refuse the last group's first file: the rest of its group, and the
+    files of the other heads."""
+    shift = "line up no better than when shifted by 3 mm (one patient's sequences line up to the voxel)"
+    if len(groups) > 2:
+        listed = "; ".join(" and ".join(_name(volumes, m) for m in group) for group in groups)
+        return f"the sequences fall into {len(groups)} groups ({listed}) that {shift}: sequences of several patients?"
+    culprit, *companions = groups[-1]
+    others = " and ".join(_name(volumes, m) for m in groups[0])
+    with_them = f"with {' and '.join(_name(volumes, m) for m in companions)}, " if companions else ""
+    return (
+        f"{with_them}does not come from the same head as {others}: their brain outlines and intensities {shift}; "
+        "sequences of two patients?"
+    )
+
+
+def _one_head_once_flipped(volumes: CaseVolumes, stats: CaseSignals, modality: str) -> bool:
+    """Whether flipping ``modality`` back left-right makes the sequences one head: so for a
+    mirrored sequence, not for two patients' sequences (whose outlines may match better flipped
+    by chance: 4 of 60 pairings of the real cases)."""
+    axis = left_right_axis(stats.affine)
+    images = {**volumes.images, modality: np.flip(volumes.images[modality], axis=axis)}
+    return len(head_groups(CaseSignals(images, stats.affine))) == 1
 
 
 def check_result(prediction: Prediction, strict: bool = False) -> list[str]:

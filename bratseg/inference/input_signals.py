@@ -71,6 +71,11 @@ class CaseSignals:
         extent = [float(b.stop - b.start) * s for b, s in zip(self._box, self.spacing)]
         return extent[0], extent[1], extent[2]
 
+    @property
+    def box(self) -> tuple[slice, slice, slice]:
+        """The brain mask's bounding box: where every content check looks."""
+        return self._box
+
     @cached_property
     def _box(self) -> tuple[slice, slice, slice]:
         found = ndimage.find_objects(self.mask.view(np.uint8))

@@ -5,7 +5,10 @@ SimpleITK (GDCM), whose geometry comes from ImagePositionPatient / ImageOrientat
 including enhanced multi-frame files (per-frame functional groups). The sequence of each series
 is guessed from SeriesDescription, ProtocolName and SequenceName, then from the sequence tags
 (ScanningSequence, InversionTime, EchoTime, RepetitionTime, ContrastBolusAgent); the guess and
-its basis are reported and can be overridden.
+its basis are reported and can be overridden. The series of one case must share PatientID and
+StudyInstanceUID (unless each is named), and each series' slices must be evenly spaced (no
+slice missing or repeated): dcm2niix warns about both; a reader that stacks such slices as a
+regular volume puts anatomy at the wrong place.
 
 Example:
     >>> guess_sequence({"SeriesDescription": "AX T1 POST GAD"})
@@ -24,6 +27,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import numpy as np
 import SimpleITK as sitk
 
 from bratseg.errors import DicomError
@@ -105,6 +109,11 @@ class DicomSeries:
     sequence: str | None = None
     basis: str = ""
     frames: int = 0
+    patient_id: str = ""
+    study_uid: str = ""
+    # (position, orientation) of each slice as ImagePositionPatient / ImageOrientationPatient
+    # give them (per frame for an enhanced multi-frame file), for the spacing check.
+    planes: list[tuple[tuple[float, ...], tuple[float, ...]]] = field(default_factory=list, repr=False)
     _image: sitk.Image | None = field(default=None, repr=False)
 
     @property
@@ -179,16 +188,126 @@ def find_series(folder: str | Path) -> list[DicomSeries]:
             number = _number(ds.get("SeriesNumber"))
             description = str(ds.get("SeriesDescription") or ds.get("ProtocolName") or "").strip()
             series = DicomSeries(uid, [], None if number is None else int(number), description, sequence, basis)
+            series.patient_id = str(ds.get("PatientID") or "").strip()
+            series.study_uid = str(ds.get("StudyInstanceUID") or "").strip()
             groups[uid] = series
         series.files.append(path)
         series.frames += int(_number(ds.get("NumberOfFrames")) or 1)
+        series.planes += _planes(ds)
     return sorted(groups.values(), key=lambda s: (s.number is None, s.number or 0, s.uid))
+
+
+def _planes(ds) -> list[tuple[tuple[float, ...], tuple[float, ...]]]:
+    """(ImagePositionPatient, ImageOrientationPatient) of each slice of a dataset: the
+    dataset's own, or each frame's from the functional groups of an enhanced multi-frame file.
+    Empty where the tags are missing or malformed (the spacing check then has nothing to say)."""
+    try:
+        if "PerFrameFunctionalGroupsSequence" in ds:
+            shared = ds.get("SharedFunctionalGroupsSequence")
+            shared_orientation = _orientation(shared[0]) if shared else None
+            frames = ds.PerFrameFunctionalGroupsSequence
+            planes = [(frame.PlanePositionSequence[0].ImagePositionPatient, _orientation(frame)) for frame in frames]
+            planes = [(p, o or shared_orientation) for p, o in planes]
+            return [(tuple(float(v) for v in p), o) for p, o in planes] if all(o for _, o in planes) else []
+        if "ImagePositionPatient" in ds and "ImageOrientationPatient" in ds:
+            position = tuple(float(v) for v in ds.ImagePositionPatient)
+            return [(position, tuple(float(v) for v in ds.ImageOrientationPatient))]
+    except (AttributeError, IndexError, KeyError, TypeError, ValueError):
+        pass
+    return []
+
+
+def _orientation(group) -> tuple[float, ...] | None:
+    sequence = group.get("PlaneOrientationSequence") if group is not None else None
+    if not sequence or "ImageOrientationPatient" not in sequence[0]:
+        return None
+    return tuple(float(v) for v in sequence[0].ImageOrientationPatient)
+
+
+# Gaps between neighbouring slices may exceed the smallest by this share of it (positions are
+# written rounded, to 0.01 mm or so; the real series of five vendors vary by under 0.01 %); a
+# missing slice doubles a gap. Gaps under a tenth of the largest are slices at one position
+# (two echoes, or a repeat, in one series).
+SLICE_GAP_TOLERANCE = 0.2
+
+
+def slice_gap_problem(series: DicomSeries) -> str | None:
+    """Why the slices of ``series`` are not a regular volume (None when they are): slices
+    missing (a gap larger than the others) or repeated (two at one position), measured on the
+    slice positions along the slice normal. A series whose slices are not all parallel, or lack
+    positions, is left to the reader.
+
+    Example:
+        >>> axial = (1.0, 0.0, 0.0, 0.0, 1.0, 0.0)
+        >>> series = DicomSeries("1.2.3", [], 7, "AX FLAIR", planes=[((0, 0, z), axial) for z in (0, 5, 10, 20, 25)])
+        >>> problem = slice_gap_problem(series)
+        >>> problem[:49]
+        'slice positions are not evenly spaced: 5 mm apart'
+        >>> problem[51:]
+        'but 10 mm between 10 and 20 mm along the slice normal (1 slice missing?)'
+    """
+    planes = series.planes
+    if len(planes) < MIN_SLICES:
+        return None
+    orientations = np.array([o for _, o in planes], dtype=np.float64)
+    if orientations.shape[1] != 6 or not np.allclose(orientations, orientations[0], atol=1e-3):
+        return None
+    normal = np.cross(orientations[0, :3], orientations[0, 3:])
+    if np.linalg.norm(normal) < 0.5:
+        return None
+    depth = np.sort(np.array([p for p, _ in planes], dtype=np.float64) @ normal)
+    gaps = np.diff(depth)
+    if float(gaps.max()) <= 0:
+        return f"all {len(planes)} slices lie at one position: not a 3-D volume"
+    repeated = np.flatnonzero(gaps < SLICE_GAP_TOLERANCE * float(gaps.max()) * 0.5)
+    if repeated.size:
+        first = int(repeated[0])
+        return (
+            f"{repeated.size + 1} slices share positions (the first at {depth[first]:.4g} mm along the slice "
+            "normal): several images per slice in one series (echoes, repeats)?"
+        )
+    spacing = float(gaps.min())  # the regular spacing: missing slices only widen gaps
+    odd = np.flatnonzero(gaps > (1 + SLICE_GAP_TOLERANCE) * spacing)
+    if odd.size == 0:
+        return None
+    first = int(odd[0])
+    gap = float(gaps[first])
+    missing = max(round(gap / spacing) - 1, 1)
+    more = f" (and {odd.size - 1} more uneven gap{'s' if odd.size > 2 else ''})" if odd.size > 1 else ""
+    return (
+        f"slice positions are not evenly spaced: {spacing:.3g} mm apart, but {gap:.3g} mm between {depth[first]:.4g} "
+        f"and {depth[first + 1]:.4g} mm along the slice normal{more} ({missing} slice{'s' if missing > 1 else ''} "
+        "missing?)"
+    )
+
+
+def mixed_study_problem(chosen: Mapping[str, DicomSeries]) -> str | None:
+    """Series assigned to one case that carry different PatientIDs or StudyInstanceUIDs: the
+    two (or more) values, and the series carrying each. None when they agree (a missing tag
+    agrees with anything)."""
+    for tag, attribute in (("PatientID", "patient_id"), ("StudyInstanceUID", "study_uid")):
+        values: dict[str, list[str]] = {}
+        for sequence, series in chosen.items():
+            value = getattr(series, attribute)
+            if value:
+                values.setdefault(value, []).append(f"{sequence.upper()} ({series.label})")
+        if len(values) > 1:
+            listed = "; ".join(f"{tag} {value!r}: {', '.join(names)}" for value, names in values.items())
+            what = "patients" if tag == "PatientID" else "studies"
+            return (
+                f"the series come from {len(values)} different {what} ({listed}); give each series explicitly "
+                "(--flair, --t1ce, --t1, --t2 with a series folder each) if they belong to one case"
+            )
+    return None
 
 
 def _read_files(series: DicomSeries) -> sitk.Image:
     where = series.files[0].parent
     if series.frames < MIN_SLICES:
         raise DicomError(where, f"{series.label} has {series.frames} image(s): not a 3-D volume")
+    problem = slice_gap_problem(series)
+    if problem is not None:
+        raise DicomError(where, f"{series.label}: {problem}")
     try:
         if len(series.files) == 1:  # an enhanced multi-frame file: GDCM reads its per-frame geometry
             image = sitk.ReadImage(str(series.files[0]))
@@ -248,8 +367,11 @@ def read_study(
 
     Each sequence takes the series guessed for it; ``overrides`` maps a sequence to a series
     number, SeriesInstanceUID or description, and wins over the guess. Two series guessed as one
-    sequence take the later series (a repeat scan) unless overridden. The assigned series are
-    read into memory, so a zip's temporary folder can go.
+    sequence take the later series (a repeat scan) unless overridden. Series of different
+    PatientIDs or StudyInstanceUIDs are refused (:func:`mixed_study_problem`) unless
+    ``overrides`` names every sequence; series with missing or repeated slices are refused
+    (:func:`slice_gap_problem`). The assigned series are read into memory, so a zip's temporary
+    folder can go.
     """
     overrides = dict(overrides or {})
     with dicom_folder(source) as folder:
@@ -268,6 +390,10 @@ def read_study(
             if series.sequence is None or series.sequence in overrides or series.uid in taken:
                 continue
             chosen[series.sequence] = series  # later series numbers come later: a repeat wins
+        if not all(sequence in overrides for sequence in chosen):
+            problem = mixed_study_problem(chosen)
+            if problem is not None:
+                raise DicomError(source, problem)
         for series in chosen.values():
             series.read()
         return chosen, found
