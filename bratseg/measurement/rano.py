@@ -276,7 +276,16 @@ def _measure_component(
 def enhancing_components(labels: np.ndarray) -> tuple[np.ndarray, int]:
     """The enhancing lesions of a 0/1/2/4 label map: 3-D connected components of label 4
     (26-connectivity), numbered from 1, and their count."""
-    return ndimage.label(labels == ENHANCING, structure=_CONNECTIVITY)
+    enhancing = labels == ENHANCING
+    components = np.zeros(labels.shape, dtype=np.int32)
+    # Labelling only the box around the enhancing voxels: a whole 240 x 240 x 155 map costs
+    # several times more, on every prediction (the measurements ride along with each one).
+    spans = [np.flatnonzero(enhancing.any(axis=tuple(a for a in range(3) if a != axis))) for axis in range(3)]
+    if spans[0].size == 0:
+        return components, 0
+    box = tuple(slice(int(span[0]), int(span[-1]) + 1) for span in spans)
+    components[box], count = ndimage.label(enhancing[box], structure=_CONNECTIVITY)
+    return components, int(count)
 
 
 def measurable_size_mm(slice_thickness_mm: float) -> float:
