@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING
 from bratseg.data.layout import nifti_stem
 
 if TYPE_CHECKING:
-    from bratseg.inference.predictor import Prediction
+    from bratseg.inference.prediction import Prediction
     from bratseg.native.pipeline import NativePrediction
 
 CaseHook = Callable[["Prediction | NativePrediction", Path], None]

@@ -35,7 +35,7 @@ from bratseg.inference.predict_plan import plan_jobs
 
 if TYPE_CHECKING:
     from bratseg.inference.batch import Job, Outcome
-    from bratseg.inference.predictor import Prediction
+    from bratseg.inference.prediction import Prediction
 
 _REGIONS_SHOWN = ("whole tumour", "tumour core", "enhancing tumour")
 

@@ -28,7 +28,7 @@ they cost no extra network pass.
 
 Example:
     >>> import numpy as np
-    >>> from bratseg.inference.predictor import Prediction
+    >>> from bratseg.inference.prediction import Prediction
     >>> from bratseg.data.io import CaseVolumes
     >>> probs = np.zeros((3, 8, 8, 8), np.float16); probs[0, 2:6, 2:6, 2:6] = 0.99
     >>> probs[0, 1, 2:6, 2:6] = 0.3  # an uncertain rim on one side: 16 of the 80 possible voxels
@@ -55,7 +55,7 @@ from bratseg.data.io import save_nifti
 from bratseg.errors import ConfidenceError
 
 if TYPE_CHECKING:
-    from bratseg.inference.predictor import Prediction
+    from bratseg.inference.prediction import Prediction
 
 LOW_CONFIDENCE_THRESHOLD: float = 0.71
 """The threshold for a model folder that carries none in its ``bratseg.json``: the one

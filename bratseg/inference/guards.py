@@ -55,7 +55,7 @@ from bratseg.inference.sequence_content import measure_sequence, outline_problem
 
 if TYPE_CHECKING:
     from bratseg.data.io import CaseVolumes
-    from bratseg.inference.predictor import Prediction
+    from bratseg.inference.prediction import Prediction
     from bratseg.preprocessing.config import PreprocessingConfig
 
 # Voxel size the model works at. It was trained on 1 mm voxels with +-10 % scale augmentation;

@@ -18,26 +18,29 @@ is folded into the convolutions, and a fresh process rebuilds that network with 
 from __future__ import annotations
 
 import functools
-import hashlib
-import json
 import time
 from contextlib import nullcontext
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
-import nibabel as nib
 import numpy as np
 import torch
 
-from bratseg.data.io import CaseVolumes, label_image, load_case, save_nifti
+from bratseg.data.io import CaseVolumes, load_case
 from bratseg.data.labels import ED, ET, NCR, regions_to_labels, to_brats2020
 from bratseg.data.layout import Case, case_from_folder
 from bratseg.errors import ModelLoadError
 from bratseg.inference import guards
 from bratseg.inference.confidence import is_valid_threshold
-from bratseg.inference.network_cache import load_folded_network, store_description
+from bratseg.inference.model_folder import (  # noqa: F401 (fold_batchnorm, REQUIRED_FILES: re-exported)
+    REQUIRED_FILES,
+    SHIPPED_MODEL,
+    fold_batchnorm,
+    load_model,
+    weights_version,
+)
 from bratseg.inference.postprocessing import remove_small_components
-from bratseg.inference.regions import region_volumes
+from bratseg.inference.prediction import Prediction
 from bratseg.model.hub import is_hub_id, push_model_folder, resolve_model, split_revision
 from bratseg.model.precision import parse_device, resolve_precision
 from bratseg.preprocessing.config import PreprocessingConfig
@@ -45,92 +48,9 @@ from bratseg.preprocessing.context import with_context
 from bratseg.preprocessing.crop import resize_slices, uncrop_xy
 from bratseg.preprocessing.pipeline import PreparedCase, prepare_case
 
-SHIPPED_MODEL = Path(__file__).resolve().parent.parent / "pretrained" / "brats18-unet-resnet18"
-REQUIRED_FILES = ("config.json", "model.safetensors", "preprocessing.json", "bratseg.json")
 # Slices per forward pass. On the 2-core CPU 8 and 16 are equally fast (within run-to-run noise
 # of about 5 %), 4 and 32 slower (BENCHMARKS.md); 8 holds less memory.
 DEFAULT_BATCH_SIZE = 8
-
-
-@dataclass
-class Prediction:
-    """A prediction and what a report needs: labels in BraTS 2020's 0/1/2/4 scheme on the
-    input's grid, the input volumes, and the prediction's time in seconds (preprocessing,
-    network and postprocessing; reading the files is not included).
-
-    ``probabilities`` are the model's region probabilities ``[3, X, Y, Z]`` (WT, TC, ET,
-    float16, on the input's grid, 0 outside the brain and the model's window) before
-    post-processing: what confidence maps and resampling to another grid are computed from.
-    ``warnings`` are the one-line flags of :mod:`bratseg.inference.guards` (empty when
-    nothing looked wrong). ``confidence_threshold`` is the confidence score below which the
-    model that predicted flags a case (its ``bratseg.json``; None: the default of
-    :mod:`bratseg.inference.confidence`).
-    """
-
-    labels: np.ndarray
-    volumes: CaseVolumes
-    seconds: float
-    probabilities: np.ndarray | None = None
-    warnings: list[str] = field(default_factory=list)
-    confidence_threshold: float | None = None
-
-    def region_volumes(self) -> dict[str, float]:
-        """Volume of each tumour region in cm3."""
-        return region_volumes(self.labels, self.volumes.spacing)
-
-    def save(self, path: str | Path) -> Path:
-        """Write the label map with the input's affine and header (atomically)."""
-        return save_nifti(self.to_nifti(), path)
-
-    def to_nifti(self) -> nib.Nifti1Image:
-        """The label map as a NIfTI image with the input's affine and header."""
-        return label_image(self.labels, self.volumes)
-
-
-def load_model(model_dir: str | Path, **hub_kwargs) -> tuple[torch.nn.Module, dict, dict]:
-    """The network of a model folder (or Hub repo id: :func:`bratseg.model.hub.resolve_model`
-    with ``hub_kwargs``), ready for inference, its ``bratseg.json`` metadata and SMP's
-    ``config.json``.
-
-    BatchNorm is folded into the convolution before it, which saves a pass over each feature
-    map (BENCHMARKS.md). The first load of a model goes through SMP's ``from_pretrained``
-    (safetensors only: nothing is unpickled) and torch.fx; it stores the folded network's
-    structure in a cache so that later loads, in any process, rebuild it with torch alone
-    (:mod:`bratseg.inference.network_cache`: about 3 CPU-s less per CLI call).
-    """
-    model_dir = resolve_model(model_dir, **hub_kwargs) or SHIPPED_MODEL
-    if not model_dir.is_dir():
-        raise ModelLoadError(f"{model_dir}: model folder not found")
-    missing = [f for f in REQUIRED_FILES if not (model_dir / f).is_file()]
-    if missing:
-        raise ModelLoadError(f"{model_dir}: missing {', '.join(missing)}; export the run with `bratseg export`")
-    try:
-        meta = json.loads((model_dir / "bratseg.json").read_text())
-        config = json.loads((model_dir / "config.json").read_text())
-    except (ValueError, OSError) as exc:
-        raise ModelLoadError(f"{model_dir}: unreadable model metadata ({exc})") from None
-    network = load_folded_network(model_dir)
-    if network is not None:
-        return network, meta, config
-    import segmentation_models_pytorch as smp
-    from safetensors import SafetensorError
-
-    try:
-        model = smp.from_pretrained(str(model_dir)).float().eval()
-    except (ValueError, KeyError, TypeError, RuntimeError, OSError, SafetensorError) as exc:
-        raise ModelLoadError(f"{model_dir}: the model files do not agree ({exc})") from None
-    return store_description(model_dir, model) or model, meta, config
-
-
-def fold_batchnorm(model: torch.nn.Module) -> torch.nn.Module:
-    """``model`` (in eval mode) with each BatchNorm folded into the convolution before it, by
-    torch.fx; a network that fx cannot trace is returned unchanged (folding only saves time)."""
-    from torch.fx.experimental.optimization import fuse
-
-    try:
-        return fuse(model)
-    except Exception:  # tracing failures have no common type; fall back to the eager model
-        return model
 
 
 @dataclass
@@ -414,15 +334,6 @@ class Segmenter:
             return probs
         ncr, ed, et = probs[:, NCR], probs[:, ED], probs[:, ET]
         return torch.stack([ncr + ed + et, ncr + et, et], dim=1)
-
-
-def weights_version(model_dir: str | Path) -> str:
-    """``sha256:`` and the first 12 hex digits of a model folder's weights file."""
-    digest = hashlib.sha256()
-    with open(Path(model_dir) / "model.safetensors", "rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            digest.update(block)
-    return f"sha256:{digest.hexdigest()[:12]}"
 
 
 def _input_channels(prep: PreprocessingConfig) -> list[str]:

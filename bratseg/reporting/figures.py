@@ -42,7 +42,7 @@ from bratseg.serving.render import (
 
 if TYPE_CHECKING:
     from bratseg.data.io import CaseVolumes
-    from bratseg.inference.predictor import Prediction
+    from bratseg.inference.prediction import Prediction
     from bratseg.measurement.rano import Measurement
 
 UNCERTAINTY_COLOUR = (255, 0, 255)  # magenta: apart from every tumour label's colour

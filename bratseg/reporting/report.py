@@ -36,7 +36,7 @@ from bratseg.preprocessing.config import PreprocessingConfig
 
 if TYPE_CHECKING:
     from bratseg.inference.confidence import Confidence
-    from bratseg.inference.predictor import Prediction
+    from bratseg.inference.prediction import Prediction
     from bratseg.measurement.rano import Measurement
 
 DISCLAIMER = "Research use only; not a medical device. Not for diagnosis, treatment or any clinical decision."

@@ -38,7 +38,7 @@ from typing import Any
 import gradio as gr
 
 from bratseg.errors import BratsegError
-from bratseg.inference.predictor import Prediction
+from bratseg.inference.prediction import Prediction
 from bratseg.inference.regions import ORIGINAL_PARTS
 from bratseg.native.dispatch import PREPROCESS_CHOICES
 from bratseg.serving.demo_files import private_cache

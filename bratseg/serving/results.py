@@ -35,7 +35,7 @@ import nibabel as nib
 from bratseg.data.layout import MODALITIES
 from bratseg.errors import BratsegError
 from bratseg.inference.confidence import LOW_CONFIDENCE_MESSAGE, assess, uncertainty_image
-from bratseg.inference.predictor import Prediction
+from bratseg.inference.prediction import Prediction
 from bratseg.measurement.rano import Measurement, measure
 from bratseg.serving.uploads import safe_case_id
 

@@ -18,7 +18,7 @@ from typing import Any, Protocol
 import nibabel as nib
 
 from bratseg.data.layout import Case
-from bratseg.inference.predictor import Prediction
+from bratseg.inference.prediction import Prediction
 from bratseg.native.dispatch import PREPROCESS_CHOICES, Preprocess
 from bratseg.serving.uploads import UploadError
 from bratseg.serving.zips import DicomStudy
