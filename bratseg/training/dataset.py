@@ -133,7 +133,6 @@ class SliceDataset(Dataset):
             target = torch.from_numpy(label[0].astype(np.int64))
         return torch.from_numpy(image), target
 
-
     def _crop(self, image: np.ndarray, label: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """A ``patch_size`` window of the (augmented) slice: centred on a random tumour voxel
         with probability ``foreground_fraction`` when the slice has tumour, else anywhere."""
