@@ -114,3 +114,59 @@ def test_label_recovered_in_native_pose(moved, segmenter) -> None:
     truth_t1ce_to_flair = rigid_ras_matrix(chain(poses["t1ce"], poses["other"].GetInverse()))
     error = np.linalg.norm((t1ce_points @ (result.t1ce_to_sequence["flair"] - truth_t1ce_to_flair).T)[:, :3], axis=1)
     assert error.mean() < 1.5, error.mean()  # measured 1.0 mm
+
+
+def test_aligned_sequences_are_not_registered_and_moved_ones_are(brats18_case: Path) -> None:
+    """Two sequences of one BraTS case share a grid and a head position: the scanner's geometry
+    passes the alignment check and nothing is registered. The same FLAIR turned 4 degrees and
+    shifted 5 mm on the same grid fails it (though its similarity, 1.061, is above the refusal
+    threshold), and is registered back within 1 mm."""
+    from bratseg.native import checks
+    from bratseg.native.registration import coregister, similarity_region
+
+    volumes = load_case(case_from_folder(brats18_case))
+    t1ce, flair = (to_sitk(volumes.images[m].astype(np.float32), BRATS_AFFINE) for m in ("t1ce", "flair"))
+    region = similarity_region(sitk.Cast(t1ce > 0, sitk.sitkUInt8))
+    aligned = coregister(t1ce, flair, region, checks.MIN_COREGISTERED_NMI)
+    assert not aligned.registered and aligned.similarity >= checks.MIN_COREGISTERED_NMI
+    assert np.allclose(rigid_ras_matrix(aligned.transform), np.eye(4))
+
+    centre = t1ce.TransformContinuousIndexToPhysicalPoint((119.5, 119.5, 77.0))
+    pose = sitk.Euler3DTransform()
+    pose.SetCenter(centre)
+    pose.SetRotation(*np.radians((0.0, 2.0, 4.0)))
+    pose.SetTranslation((5.0, -3.0, 0.0))
+    moved = sitk.Resample(flair, t1ce, pose.GetInverse(), sitk.sitkLinear, 0.0, sitk.sitkFloat32)
+    found = coregister(t1ce, moved, region, checks.MIN_COREGISTERED_NMI)
+    assert found.registered and found.similarity > found.similarity_before + 0.03
+    brain = np.argwhere(volumes.images["t1ce"] > 0)[::401]
+    points = np.c_[brain, np.ones(len(brain))] @ BRATS_AFFINE.T
+    truth = rigid_ras_matrix(pose)  # t1ce point -> moved FLAIR point
+    error = np.linalg.norm((points @ (rigid_ras_matrix(found.transform) - truth).T)[:, :3], axis=1)
+    assert error.mean() < 1.0, error.mean()
+
+
+def test_half_millimetre_case_on_one_grid(brats18_case: Path, segmenter) -> None:
+    """FLAIR and T1ce of a BraTS case moved onto a 0.5 x 0.5 x 1 mm grid (480 x 480 x 155, one
+    grid: a common clinical 3-D acquisition), given in memory: skull stripping and registration
+    run on the 1 mm working grid, the FLAIR is found aligned (not registered), the labels come
+    back on the fine grid, and the whole tumour matches the moved expert label."""
+    volumes = load_case(case_from_folder(brats18_case))
+    label = to_sitk(volumes.label.astype(np.uint8), BRATS_AFFINE)
+    fine = sitk.Image(480, 480, 155, sitk.sitkUInt8)
+    fine.SetSpacing((0.5, 0.5, 1.0))
+    fine.SetDirection(label.GetDirection())
+    fine.SetOrigin(label.TransformContinuousIndexToPhysicalPoint((-0.25, -0.25, 0.0)))
+    images = {
+        m: sitk.Resample(to_sitk(volumes.images[m].astype(np.float32), BRATS_AFFINE), fine, sitk.Transform())
+        for m in ("flair", "t1ce")
+    }
+    truth = to_array(sitk.Resample(label, fine, sitk.Transform(), sitk.sitkNearestNeighbor, 0, sitk.sitkUInt8))
+    result = segment_native(segmenter, images)
+    steps = " ".join(result.steps)
+    assert "1x1x1 mm working grid" in steps and "flair already aligned with t1ce" in steps
+    assert result.labels.shape == (480, 480, 155) and result.brain_mask.shape == (480, 480, 155)
+    assert np.allclose(result.images["t1ce"][::7, ::7, ::5], to_array(images["t1ce"])[::7, ::7, ::5])
+    labels = to_internal(np.asanyarray(result.labels.dataobj))
+    dice = _region_dice(labels, truth)
+    assert dice["WT"] >= 0.85, dice

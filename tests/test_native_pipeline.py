@@ -120,6 +120,17 @@ def test_sequences_coregistered(run, native_files) -> None:
         assert np.allclose(result.t1ce_to_sequence[modality][3], [0, 0, 0, 1])
 
 
+def test_same_grid_but_moved_is_registered(run) -> None:
+    """The T1 shares the T1ce's grid, but the head moved between the two: the alignment check
+    fails (similarity through the scanner's geometry 1.022, under the threshold) and the T1 is
+    registered, as the sequences on grids of their own are."""
+    result, _, _ = run
+    coregistration = next(line for line in result.steps if line.startswith("co-register"))
+    assert "t1 -> t1ce rigid" in coregistration and "already aligned" not in coregistration
+    moved_mm = np.linalg.norm(result.t1ce_to_sequence["t1"][:3, 3])
+    assert moved_mm > 1.0, result.t1ce_to_sequence["t1"]
+
+
 def test_labels_on_the_t1ce_grid(run, native_files) -> None:
     result, _, _ = run
     t1ce = nib.load(native_files["t1ce"])

@@ -9,7 +9,7 @@ are the model's, resampled the same way (linear), so that confidence maps follow
 Example:
     >>> import numpy as np, nibabel as nib
     >>> from bratseg.data.io import CaseVolumes
-    >>> from bratseg.inference.predictor import Prediction
+    >>> from bratseg.inference.prediction import Prediction
     >>> from bratseg.native.pipeline import NativePrediction
     >>> grid = nib.Nifti1Image(np.zeros((8, 8, 4), np.uint8), np.diag([2.0, 2.0, 5.0, 1.0]))
     >>> brats = Prediction(np.zeros((8, 8, 4), np.uint8), CaseVolumes("c", {"t1ce": np.zeros((8, 8, 4))},
@@ -25,7 +25,7 @@ from __future__ import annotations
 import numpy as np
 
 from bratseg.data.io import CaseVolumes
-from bratseg.inference.predictor import Prediction
+from bratseg.inference.prediction import Prediction
 from bratseg.native.pipeline import NativePrediction
 
 
@@ -43,9 +43,11 @@ def on_patient_grid(native: NativePrediction) -> Prediction:
     )
     probabilities = None
     if native.brats.probabilities is not None:
-        probabilities = np.stack(
-            [np.asarray(native.on_reference_grid(region).dataobj) for region in native.brats.probabilities]
-        ).astype(np.float16)
+        # One region at a time into float16: a fine patient grid holds tens of millions of voxels.
+        regions = native.brats.probabilities
+        probabilities = np.empty((len(regions), *labels.shape), dtype=np.float16)
+        for index, region in enumerate(regions):
+            probabilities[index] = np.asarray(native.on_reference_grid(region).dataobj)
     return Prediction(
         labels, volumes, native.seconds, probabilities, list(native.warnings), native.brats.confidence_threshold
     )

@@ -1,13 +1,17 @@
 """Scans as they came off the scanner in, a label map on the patient's own grid out.
 
 read -> skull-strip the T1ce (deepbet) -> co-register every sequence to the T1ce (rigid, mutual
-information; the brain mask bounds where their similarity is checked) -> register the T1ce's
-brain to the SRI24 atlas onto the BraTS grid -> segment (the one
+information; a sequence on the T1ce's field of view that is found aligned keeps the scanner's
+geometry; the brain mask bounds where similarity is checked) -> register the T1ce's brain to
+the SRI24 atlas onto the BraTS grid -> segment (the one
 :class:`~bratseg.inference.predictor.Segmenter` path, guards included) -> resample the region
 probabilities back onto the reference sequence's grid (linear) and threshold them.
 
-Every sequence is resampled once, straight from its own grid into BraTS space (co-registration
-and atlas transforms composed), so no image is interpolated twice.
+Skull stripping and registration work on each sequence's working grid
+(:func:`~bratseg.native.space.to_working_grid`: about 1 mm, blocks of finer voxels averaged), and
+every sequence is resampled once, from that grid straight into BraTS space (co-registration and
+atlas transforms composed), so no image is interpolated twice. Only the way back works on the
+patient's full grid, one full-size array at a time (:mod:`bratseg.native.to_patient`).
 
 Example (about 20 s on a laptop CPU)::
 
@@ -23,6 +27,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Iterator, Mapping
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -30,35 +35,35 @@ from pathlib import Path
 import nibabel as nib
 import numpy as np
 import SimpleITK as sitk
-from scipy import ndimage
 
 from bratseg.data.io import CaseVolumes, save_nifti
-from bratseg.data.labels import regions_to_labels, to_brats2020, to_internal
+from bratseg.data.labels import to_brats2020
 from bratseg.data.layout import MODALITIES, REQUIRED_MODALITIES
 from bratseg.errors import InvalidCaseError, MissingModalityError, NativeScanError
 from bratseg.inference.predictor import Prediction, Segmenter
 from bratseg.inference.regions import region_volumes
 from bratseg.native import checks
 from bratseg.native.reader import Scan, ScanSource, read_scan
-from bratseg.native.registration import coregister_rigid, register_to_atlas, similarity_region
+from bratseg.native.registration import coregister, register_to_atlas, similarity_region
 from bratseg.native.skullstrip import SkullStripError, strip_skull
 from bratseg.native.space import (
     BRATS_AFFINE,
     BRATS_SHAPE,
+    affine_transform_from_ras,
+    array_view,
     atlas_t1,
     brats_grid,
     chain,
+    grid_image,
     resample,
     rigid_ras_matrix,
     to_array,
     to_sitk,
+    to_working_grid,
 )
+from bratseg.native.to_patient import labels_on, mask_on, on_reference
 
 STRIP_ON = "t1ce"  # deepbet on the T1ce beat it on the T1 against HD-BET (skullstrip.py)
-# Probabilities this far (in BraTS voxels) outside the post-processed label map are kept when
-# resampling back, so small components removed in BraTS space do not come back while the
-# border of the kept tumour is interpolated from its own sub-threshold values.
-_KEEP_MARGIN_VOXELS = 2
 
 
 @dataclass
@@ -106,23 +111,15 @@ class NativePrediction:
     def on_reference_grid(self, brats_volume: np.ndarray, order: int = 1) -> nib.Nifti1Image:
         """A BraTS-space volume (say, the uncertainty map of :attr:`brats`) resampled onto the
         reference grid through :attr:`atlas_to_reference` (linear by default), as float32 with
-        the reference scan's affine: what is shown beside the labels on the patient's scan."""
-        from scipy.ndimage import affine_transform
-
-        # Reference voxel -> reference world -> BraTS world -> BraTS voxel.
-        brats_affine = self.brats.volumes.affine
-        to_brats_voxel = np.linalg.inv(brats_affine) @ np.linalg.inv(self.atlas_to_reference) @ self.labels.affine
-        data = affine_transform(
-            np.asarray(brats_volume, dtype=np.float32),
-            to_brats_voxel,
-            output_shape=self.labels.shape[:3],
-            order=order,
-            mode="constant",
-            cval=0.0,
-        )
+        the reference scan's affine: what is shown beside the labels on the patient's scan
+        (``order`` 0: nearest neighbour)."""
+        image = to_sitk(np.asarray(brats_volume, dtype=np.float32), self.brats.volumes.affine)
+        to_brats = affine_transform_from_ras(np.linalg.inv(self.atlas_to_reference))  # reference -> BraTS world
+        grid = grid_image(self.labels.shape, self.labels.affine)
+        data = array_view(resample(image, grid, to_brats, linear=order != 0))
         header = self.labels.header.copy()
         header.set_data_dtype(np.float32)
-        return nib.Nifti1Image(data.astype(np.float32), self.labels.affine, header)
+        return nib.Nifti1Image(data, self.labels.affine, header)
 
     def save(self, path: str | Path) -> Path:
         """Write the label map on the reference grid (atomically)."""
@@ -182,7 +179,11 @@ def segment_native(
         raise InvalidCaseError(None, f"the reference sequence {reference} is not among the images given")
 
     with run.step("read") as say:
-        scans = {m: read_scan(images[m], m) for m in MODALITIES if m in images}
+        given = [m for m in MODALITIES if m in images]
+        # Two at a time: gzip and the casts release the GIL, and two keep the memory of reading
+        # (the file's array, its float32 copy and the image) to two sequences at once.
+        with ThreadPoolExecutor(max_workers=2) as pool:
+            scans = dict(zip(given, pool.map(lambda m: read_scan(images[m], m), given), strict=True))
         for modality, name in (names or {}).items():
             if modality in scans and scans[modality].path is None:
                 scans[modality].path = Path(name)
@@ -192,17 +193,21 @@ def segment_native(
         say(", ".join(f"{m} {_grid_text(s)}" for m, s in scans.items()))
     case_id = case_id or _case_id(scans["t1ce"])
     fixed = scans["t1ce"].image
+    # Skull stripping and registration on each sequence's working grid (about 1 mm).
+    working = {m: to_working_grid(scan.image) for m, scan in scans.items()}
 
     with run.step("skull-strip") as say:
         strip = scans[STRIP_ON]
         try:
-            brain_mask = strip_skull(strip.image)
+            brain_mask = strip_skull(working[STRIP_ON])
         except SkullStripError as exc:
             raise NativeScanError(_where(strip), f"skull stripping failed: {exc}") from None
         _refuse_if(strip, checks.brain_mask_problem(brain_mask))
         run.warn(strip, checks.brain_mask_warnings(brain_mask))
         voxels = int(np.count_nonzero(sitk.GetArrayViewFromImage(brain_mask)))
-        say(f"deepbet on {STRIP_ON}: brain {voxels * np.prod(brain_mask.GetSpacing()) / 1000:.0f} cm3")
+        shrunk = working[STRIP_ON].GetSize() != strip.image.GetSize()
+        on = f" (on its {_spacing_text(working[STRIP_ON])} mm working grid)" if shrunk else ""
+        say(f"deepbet on {STRIP_ON}{on}: brain {voxels * np.prod(brain_mask.GetSpacing()) / 1000:.0f} cm3")
 
     to_t1ce: dict[str, sitk.Transform] = {"t1ce": sitk.Euler3DTransform()}
     with run.step("co-register") as say:
@@ -210,15 +215,19 @@ def segment_native(
         for modality, scan in scans.items():
             if modality == "t1ce":
                 continue
-            result = coregister_rigid(fixed, scan.image, region)
+            result = coregister(working["t1ce"], working[modality], region, checks.MIN_COREGISTERED_NMI)
             _refuse_if(scan, checks.coregistration_problem(scans["t1ce"].name, result.similarity))
             to_t1ce[modality] = result.transform
-            say(f"{modality} -> t1ce rigid, NMI {result.similarity_before:.3f} -> {result.similarity:.3f}")
+            if result.registered:
+                say(f"{modality} -> t1ce rigid, NMI {result.similarity_before:.3f} -> {result.similarity:.3f}")
+            else:
+                say(f"{modality} already aligned with t1ce (same field of view, NMI {result.similarity:.3f})")
 
     with run.step("atlas") as say:
-        brain = sitk.Mask(fixed, brain_mask)
+        brain = sitk.Mask(working["t1ce"], brain_mask)
         atlas_reg = register_to_atlas(atlas_t1(), brain, brain_mask, affine=atlas_affine)
         atlas_to_t1ce = atlas_reg.transform
+        del brain
         say(f"t1ce -> SRI24 {'affine' if atlas_affine else 'rigid'}, NMI {atlas_reg.similarity:.3f}")
 
     with run.step("to BraTS space") as say:
@@ -226,12 +235,14 @@ def segment_native(
         brats_brain = to_array(resample(sitk.Cast(brain_mask, sitk.sitkFloat32), grid, atlas_to_t1ce)) > 0.5
         arrays = {}
         for modality, scan in scans.items():
-            data = to_array(resample(scan.image, grid, chain(atlas_to_t1ce, to_t1ce[modality])))
+            # From the working grid: its averaged voxels are what a 1 mm grid should sample.
+            data = to_array(resample(working[modality], grid, chain(atlas_to_t1ce, to_t1ce[modality])))
             data[~brats_brain] = 0
-            arrays[modality] = np.maximum(data, 0)
+            arrays[modality] = np.maximum(data, 0, out=data)
             run.warn(scan, _coverage_warnings(data, brats_brain))
         volumes = CaseVolumes(case_id, arrays, BRATS_AFFINE.copy(), _brats_header())
         say(f"{len(arrays)} sequences, brain {int(brats_brain.sum()) / 1000:.0f} cm3")
+    del working
 
     with run.step("segment") as say:
         brats = segmenter.segment(volumes)
@@ -241,11 +252,19 @@ def segment_native(
     ref = scans[reference]
     with run.step("back to the patient") as say:
         to_ref_grid = chain(to_t1ce[reference].GetInverse(), atlas_to_t1ce.GetInverse())  # ref point -> BraTS
-        labels = _labels_on(ref, brats, to_ref_grid)
+        labels = labels_on(ref, brats, to_ref_grid)
         ref_to_t1ce = to_t1ce[reference].GetInverse()
-        ref_mask = resample(brain_mask, ref.image, ref_to_t1ce, linear=False, pixel_type=sitk.sitkUInt8)
-        # Every sequence on the reference grid, for showing the labels over the patient's scans.
-        on_ref = {m: to_array(resample(s.image, ref.image, chain(ref_to_t1ce, to_t1ce[m]))) for m, s in scans.items()}
+        mask_on_t1ce = mask_on(brain_mask, fixed, sitk.Transform())
+        ref_mask = mask_on_t1ce if reference == "t1ce" else mask_on(brain_mask, ref.image, ref_to_t1ce)
+        # Every sequence on the reference grid, for showing the labels over the patient's scans:
+        # a float32 sequence already there is shown as it is (no copy), the others resampled or
+        # cast, each releasing its scan (unless kept for the intermediate files) as it goes.
+        del fixed, strip, scan  # only ``scans`` and ``ref`` hold the full-resolution images now
+        on_ref = {}
+        for modality in list(scans):
+            on_ref[modality] = on_reference(scans[modality], ref, chain(ref_to_t1ce, to_t1ce[modality]))
+            if keep_intermediate is None and modality != reference:
+                del scans[modality]
         say(f"region probabilities resampled onto {ref.name} ({_grid_text(ref)}) and thresholded at 0.5")
 
     atlas_to_reference = rigid_ras_matrix(chain(atlas_to_t1ce, to_t1ce[reference]))
@@ -266,24 +285,9 @@ def segment_native(
         with run.step("keep intermediate") as say:
             from bratseg.native.intermediate import write_intermediate
 
-            written = write_intermediate(Path(keep_intermediate), result, scans, to_t1ce, atlas_to_t1ce, brain_mask)
+            written = write_intermediate(Path(keep_intermediate), result, scans, to_t1ce, atlas_to_t1ce, mask_on_t1ce)
             say(f"{len(written)} files in {keep_intermediate}")
     return result
-
-
-def _labels_on(ref: Scan, brats: Prediction, ref_to_brats: sitk.Transform) -> np.ndarray:
-    """Internal labels on ``ref``'s grid from the BraTS-space region probabilities."""
-    probabilities = brats.probabilities
-    if probabilities is None:  # a segmenter without probabilities: labels by nearest neighbour
-        labels = to_internal(brats.labels)
-        image = to_sitk(labels, BRATS_AFFINE)
-        return to_array(resample(image, ref.image, ref_to_brats, linear=False, pixel_type=sitk.sitkUInt8))
-    kept = ndimage.binary_dilation(brats.labels > 0, iterations=_KEEP_MARGIN_VOXELS)
-    regions = []
-    for region in range(3):
-        p = np.where(kept, probabilities[region].astype(np.float32), np.float32(0))
-        regions.append(to_array(resample(to_sitk(p, BRATS_AFFINE), ref.image, ref_to_brats)) > 0.5)
-    return regions_to_labels(np.stack(regions))
 
 
 def _where(scan: Scan) -> Path:
@@ -328,6 +332,10 @@ def _nifti_like(data: np.ndarray, scan: Scan) -> nib.Nifti1Image:
     image = nib.Nifti1Image(data.astype(np.uint8, copy=False), scan.affine, header)
     image.header.set_slope_inter(1, 0)
     return image
+
+
+def _spacing_text(image: sitk.Image) -> str:
+    return "x".join(f"{s:.3g}" for s in image.GetSpacing())
 
 
 def _grid_text(scan: Scan) -> str:

@@ -28,8 +28,9 @@ ScanSource = str | Path | sitk.Image | nib.Nifti1Image
 
 @dataclass
 class Scan:
-    """One sequence: its SimpleITK image (float32, 3-D), the NIfTI affine and header a label map
-    on its grid is written with, and where it came from (``path`` is None for in-memory images)."""
+    """One sequence: its SimpleITK image (3-D; in the file's own integer type where it holds
+    integers of 16 bits or fewer, else float32), the NIfTI affine and header a label map on its
+    grid is written with, and where it came from (``path`` is None for in-memory images)."""
 
     modality: str
     image: sitk.Image
@@ -62,19 +63,26 @@ def read_scan(source: ScanSource, modality: str) -> Scan:
 
         series = read_dicom_series(path)
         return _from_sitk(series.image, modality, path, series.description)
-    volume = load_volume(path)  # NIfTI: the data layer's checks and messages
-    return _from_array(volume.data, volume.affine, volume.header, modality, path)
+    volume = load_volume(path)  # NIfTI: the data layer's checks and messages (as float32)
+    return _from_array(volume.data, volume.affine, volume.header, modality, path, _file_integer_dtype(volume.header))
 
 
-def _from_array(data: np.ndarray, affine: np.ndarray, header, modality: str, path: Path | None) -> Scan:
+def _from_array(
+    data: np.ndarray, affine: np.ndarray, header, modality: str, path: Path | None, stored: np.dtype | None = None
+) -> Scan:
     where = path if path is not None else Path(f"{modality} (in memory)")
     if data.ndim == 4 and data.shape[3] == 1:
         data = data[..., 0]
     if data.ndim != 3:
         raise InvalidCaseError(where, f"expected a 3-D volume, got shape {tuple(data.shape)}")
-    data = np.asarray(data, dtype=np.float32)
-    if not np.isfinite(data).all():
-        raise InvalidCaseError(where, f"{int((~np.isfinite(data)).sum())} voxels are NaN or infinite")
+    if stored is None and data.dtype.kind in "iu" and data.dtype.itemsize <= 2:
+        stored = data.dtype
+    if stored is not None:  # the file's own integers: half the memory of float32, the same values
+        data = np.asarray(data).astype(stored, copy=False)
+    else:
+        data = np.asarray(data, dtype=np.float32)
+        if not np.isfinite(data).all():
+            raise InvalidCaseError(where, f"{int((~np.isfinite(data)).sum())} voxels are NaN or infinite")
     try:
         image = to_sitk(data, affine)
     except ValueError as exc:
@@ -89,9 +97,22 @@ def _from_sitk(image: sitk.Image, modality: str, path: Path | None, description:
         image = image[:, :, :, 0]
     if image.GetDimension() != 3 or image.GetNumberOfComponentsPerPixel() != 1:
         raise InvalidCaseError(where, f"expected a 3-D greyscale volume, got size {image.GetSize()}")
-    image = sitk.Cast(image, sitk.sitkFloat32)
+    if image.GetPixelID() not in _INTEGER_PIXELS:
+        image = sitk.Cast(image, sitk.sitkFloat32)
     affine = to_nifti_affine(image)
     return Scan(modality, image, affine, _header_for(affine), path, description)
+
+
+_INTEGER_PIXELS = (sitk.sitkInt8, sitk.sitkUInt8, sitk.sitkInt16, sitk.sitkUInt16)
+
+
+def _file_integer_dtype(header: nib.Nifti1Header) -> np.dtype | None:
+    """The file's integer type, where its voxels are stored as integers of 16 bits or fewer with
+    no scaling (so they are those integers exactly); None otherwise (kept as float32)."""
+    dtype = np.dtype(header.get_data_dtype())
+    slope, inter = header.get_slope_inter()
+    unscaled = slope in (None, 1.0) and inter in (None, 0.0)
+    return dtype.newbyteorder("=") if dtype.kind in "iu" and dtype.itemsize <= 2 and unscaled else None
 
 
 def _header_for(affine: np.ndarray) -> nib.Nifti1Header:
