@@ -189,27 +189,6 @@ def test_series_of_two_patients_are_refused_unless_named(dicom_dir: Path, tmp_pa
     assert read_scan(study / "s3", "t1ce").image.GetSize() == (256, 256, 4)
 
 
-def test_series_folders_of_two_studies_are_one_case_not_a_batch(dicom_dir: Path, tmp_path: Path) -> None:
-    """A folder of series folders from two studies is one case gone wrong (the study check names
-    both); a folder of study folders, each with its series, stays a batch of studies."""
-    from bratseg.native.dispatch import study_folders
-
-    siemens, case = dicom_dir / "siemens" / "series", tmp_path / "case"
-    _copy_series(siemens, case / "s2", SeriesNumber=2, SeriesDescription="AX FLAIR", StudyInstanceUID=generate_uid())
-    _copy_series(siemens, case / "s3", SeriesNumber=3, SeriesDescription="AX T1 POST GAD", StudyInstanceUID="1.2.3")
-    assert study_folders(case) == [case]
-    with pytest.raises(DicomError, match=r"case: the series come from 2 different studies \(StudyInstanceUID"):
-        read_study(case)
-    batch = tmp_path / "batch"
-    for name, uid in (("a", generate_uid()), ("b", generate_uid())):
-        for number, description in ((2, "AX FLAIR"), (3, "AX T1 POST GAD")):
-            _copy_series(
-                siemens, batch / name / f"s{number}", SeriesNumber=number, SeriesDescription=description,
-                StudyInstanceUID=uid,
-            )  # fmt: skip
-    assert study_folders(batch) == [batch / "a", batch / "b"]
-
-
 def test_series_with_a_missing_slice_is_refused_naming_the_gap(dicom_dir: Path, tmp_path: Path) -> None:
     """A series whose second slice (of four, 1 mm apart) is missing: before, GDCM stacked the
     three as evenly spaced; now refused with the gap, however the series is given."""

@@ -128,25 +128,8 @@ def study_folders(root: str | Path) -> list[Path]:
             )
         )
         if len(studies) > 1:
-            subfolders = sorted(p for p in root.iterdir() if p.is_dir() and holds_dicom(p))
-            # A study holds two series at least (FLAIR and T1ce): series folders of several
-            # studies are one case gone wrong, for the study check to name, not a batch.
-            if subfolders and all(_holds_several_series(p) for p in subfolders):
-                return subfolders
-            return [root]
+            return sorted(p for p in root.iterdir() if p.is_dir() and holds_dicom(p))
     return [root] if studies else []
-
-
-def _holds_several_series(folder: Path) -> bool:
-    import pydicom
-
-    series = set()
-    for path in (p for p in folder.rglob("*") if p.is_file() and is_dicom_file(p)):
-        tags = pydicom.dcmread(path, stop_before_pixels=True, specific_tags=["SeriesInstanceUID"])
-        series.add(str(tags.get("SeriesInstanceUID")))
-        if len(series) > 1:
-            return True
-    return False
 
 
 def choose_path(case: Case, preprocess: Preprocess) -> tuple[Literal["none", "native"], list[str]]:
