@@ -253,6 +253,21 @@ def test_refusals(segmenter, native_files, tmp_path: Path) -> None:
         segment_native(segmenter, images)
 
 
+def test_a_content_refusal_on_the_native_path_names_the_file(segmenter, native_files, tmp_path: Path) -> None:
+    """The input checks run on the BraTS-space volumes the pipeline builds: a refusal there names
+    the file the sequence came from, not only its modality (here a FLAIR stored negated)."""
+    from guard_inputs import save_with_scaling
+
+    from bratseg.errors import InvalidCaseError
+
+    flair = nib.load(native_files["flair"])
+    negated = save_with_scaling(
+        np.asanyarray(flair.dataobj.get_unscaled()), flair.affine, tmp_path / "negated_flair.nii.gz", -1.0
+    )
+    with pytest.raises(InvalidCaseError, match=r"negated_flair\.nii\.gz"):
+        segment_native(segmenter, {"flair": negated, "t1ce": native_files["t1ce"]})
+
+
 def test_skull_strip_checks_on_real_masks(native_dir: Path) -> None:
     mask = sitk.ReadImage(str(native_dir / "reference" / "hdbet_native_t1c_brain_mask.nii.gz"), sitk.sitkUInt8)
     assert checks.brain_mask_problem(mask) is None and checks.brain_mask_warnings(mask) == []

@@ -240,7 +240,9 @@ def segment_native(
             data[~brats_brain] = 0
             arrays[modality] = np.maximum(data, 0, out=data)
             run.warn(scan, _coverage_warnings(data, brats_brain))
-        volumes = CaseVolumes(case_id, arrays, BRATS_AFFINE.copy(), _brats_header())
+        # The files each sequence came from: the checks on BraTS-space volumes name them.
+        paths = {m: scan.path for m, scan in scans.items() if scan.path is not None}
+        volumes = CaseVolumes(case_id, arrays, BRATS_AFFINE.copy(), _brats_header(), paths=paths)
         say(f"{len(arrays)} sequences, brain {int(brats_brain.sum()) / 1000:.0f} cm3")
     del working
 
