@@ -11,7 +11,6 @@ pyplot; text is embedded as TrueType.
 
 from __future__ import annotations
 
-import textwrap
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -19,7 +18,7 @@ import numpy as np
 
 from bratseg.data.io import CaseVolumes, atomic_write_bytes
 from bratseg.errors import ReportError
-from bratseg.reporting.report import _MATPLOTLIB_LOCK, DISCLAIMER
+from bratseg.reporting.report import _MATPLOTLIB_LOCK, DISCLAIMER, PageWriter
 
 if TYPE_CHECKING:
     from bratseg.measurement.followup import FollowupResult
@@ -34,33 +33,13 @@ _ALPHA = 0.55
 _MATCHED_ROWS = 3
 
 
-class _Writer:
-    """Text placed down a page from the top, wrapping long lines."""
-
-    def __init__(self, figure, top: float = 0.955, left: float = 0.07):
-        self.figure, self.y, self.left = figure, top, left
-
-    def line(self, text: str, size: float = 10, indent: float = 0.0, **style) -> None:
-        for i, piece in enumerate(textwrap.wrap(text, width=int(920 / size)) or [""]):
-            self.figure.text(self.left + indent + (0.02 if i else 0.0), self.y, piece, fontsize=size, va="top", **style)
-            self.y -= size * 1.45 / (72 * _PAGE[1])
-
-    def space(self, points: float = 6) -> None:
-        self.y -= points / (72 * _PAGE[1])
-
-    def cells(self, values: list[str], columns: list[float], size: float = 10, **style) -> None:
-        for value, x in zip(values, columns):
-            self.figure.text(x, self.y, value, fontsize=size, va="top", ha="right" if x > 0.3 else "left", **style)
-        self.y -= size * 1.45 / (72 * _PAGE[1])
-
-
 def _percent(value: float | None) -> str:
     return "n/a" if value is None else f"{value:+.1f} %"
 
 
 def _summary_page(figure, result: FollowupResult) -> None:
     data = result.to_json()
-    w = _Writer(figure)
+    w = PageWriter(figure)
     w.line("Follow-up comparison (RANO measurements)", 16, weight="bold")
     w.line(DISCLAIMER, 9, color=_RED, weight="bold")
     w.space(8)
@@ -167,7 +146,7 @@ def _matched_page(figure, result, base, follow_on_base, difference, images) -> N
     from bratseg.reporting.figures import _display_spacing
     from bratseg.serving.render import _orientation, _voxel_axis, render_overlay
 
-    w = _Writer(figure)
+    w = PageWriter(figure)
     w.line("Matched axial slices (baseline grid)", 14, weight="bold")
     w.line(
         "Left: baseline; middle: follow-up registered onto the baseline; right: whole tumour new (red), "
@@ -200,7 +179,7 @@ def _matched_page(figure, result, base, follow_on_base, difference, images) -> N
 def _targets_page(figure, result, base, follow, images) -> None:
     from bratseg.reporting.figures import draw_target_lesions
 
-    w = _Writer(figure)
+    w = PageWriter(figure)
     w.line("Target lesions with their two diameters", 14, weight="bold")
     w.line("Each on its own scan's axial slice: longest diameter in cyan, perpendicular in magenta.", 9)
     rows = [

@@ -154,7 +154,7 @@ def sequences_line(prediction: Prediction, model_modalities: list[str] | None = 
     return f"{line} ({', '.join(absent)} absent: fed as zeros)" if absent else line
 
 
-class _Writer:
+class PageWriter:
     """Text placed down a page from the top, wrapping long lines."""
 
     def __init__(self, figure, top: float = 0.955, left: float = 0.07):
@@ -168,8 +168,14 @@ class _Writer:
     def space(self, points: float = 6) -> None:
         self.y -= points / (72 * _PAGE[1])
 
+    def cells(self, values: list[str], columns: list[float], size: float = 10, **style) -> None:
+        """One table row: each value at its column's x (right-aligned past the page's first third)."""
+        for value, x in zip(values, columns):
+            self.figure.text(x, self.y, value, fontsize=size, va="top", ha="right" if x > 0.3 else "left", **style)
+        self.y -= size * 1.45 / (72 * _PAGE[1])
 
-def _confidence_lines(writer: _Writer, confidence: Confidence | None) -> None:
+
+def _confidence_lines(writer: PageWriter, confidence: Confidence | None) -> None:
     writer.line("Confidence", 12, weight="bold")
     if confidence is None:
         writer.line("not computed: the model's probabilities were not available for this label map", 10)
@@ -212,7 +218,7 @@ def _draw_page(
 ) -> None:
     from bratseg.reporting.figures import key_slice_image
 
-    w = _Writer(figure)
+    w = PageWriter(figure)
     w.line("Brain tumour segmentation report", 16, weight="bold")
     w.line(DISCLAIMER, 9, color=_RED, weight="bold")
     w.space(8)
@@ -248,7 +254,7 @@ def _draw_page(
 
 
 def _footer(figure, info: ModelInfo, footer: float) -> None:
-    f = _Writer(figure, top=footer - 0.005)
+    f = PageWriter(figure, top=footer - 0.005)
     f.line(f"Model: {info.name}, version {info.version}", 8)
     f.line(f"Weights SHA-256: {info.weights_sha256}", 8, family="monospace")
     date = datetime.datetime.now().astimezone().strftime("%Y-%m-%d %H:%M %Z")
@@ -264,7 +270,7 @@ def _draw_measurement_page(figure, prediction: Prediction, info: ModelInfo, meas
     """The second page: the RANO measurements and the target lesions with their diameters."""
     from bratseg.reporting.figures import draw_target_lesions
 
-    w = _Writer(figure)
+    w = PageWriter(figure)
     w.line(f"RANO measurements: {prediction.volumes.case_id}", 16, weight="bold")
     w.line(DISCLAIMER, 9, color=_RED, weight="bold")
     w.space(8)
