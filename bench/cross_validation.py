@@ -16,7 +16,9 @@ command is printed first. ``--data`` defaults to ``$BRATSEG_DATA/brats18``.
 A fold's validation cases are its held-out cases, so the fold predicts with the weights of its
 final epoch (``--checkpoint last``, exported to RUN/fold_K/model_last), as nnU-Net validates:
 the epoch that scored best on those same cases (``--checkpoint best``, the run's own
-``model`` folder) would flatter the estimate. ``--modalities flair t1ce`` predicts the same
+``model`` folder) would flatter the estimate. ``--checkpoint ema`` predicts with the final
+epoch's moving average of the weights instead (RUN/fold_K/model_ema), for runs trained with
+``ema_decay``. ``--modalities flair t1ce`` predicts the same
 folds with those files only (the others fed as zeros, as for a user who has only them).
 """
 
@@ -50,7 +52,12 @@ def main() -> None:
         nargs="+",
         help="predict with these modalities only, e.g. flair t1ce (the folds are trained as configured)",
     )
-    parser.add_argument("--checkpoint", choices=("last", "best"), default="last", help="which epoch predicts")
+    parser.add_argument(
+        "--checkpoint",
+        choices=("last", "ema", "best"),
+        default="last",
+        help="which weights predict: the final epoch's, their moving average (ema_decay runs), or the best epoch's",
+    )
     args = parser.parse_args()
     for path in (args.cache / "split.json", args.data, args.config):
         if not path.exists():
@@ -68,10 +75,10 @@ def main() -> None:
         only = None if args.modalities is None else (*args.modalities, "seg")
         linked = link_cases(args.data, val, out / "cases" / f"fold_{fold}", only=only)
         model = run_dir / "model"
-        if args.checkpoint == "last":
-            model = run_dir / "model_last"
+        if args.checkpoint != "best":
+            model = run_dir / f"model_{args.checkpoint}"
             if not (model / "model.safetensors").is_file():
-                run("export", run_dir, "--out", model, "--checkpoint", "last")
+                run("export", run_dir, "--out", model, "--checkpoint", args.checkpoint)
         run("predict", linked, "--output", out / "pred", "--quiet", "--model", model)
     run("evaluate", "--pred", out / "pred", "--ref", args.data, "--out", out / "report")
 

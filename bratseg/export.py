@@ -31,7 +31,7 @@ from bratseg.training.run_files import load_checkpoint
 # Everything export_run writes; an existing folder holding anything else is not replaced.
 MODEL_FILES = frozenset({"config.json", "model.safetensors", "preprocessing.json", "bratseg.json", "README.md"})
 WEIGHT_DTYPES = ("float16", "bfloat16", "float32")
-CHECKPOINTS = ("best", "last")
+CHECKPOINTS = ("best", "last", "ema")
 
 
 def export_run(
@@ -49,6 +49,8 @@ def export_run(
     ``checkpoint="best"`` takes the epoch that scored best on the run's validation cases;
     ``"last"`` the final epoch, as nnU-Net validates its folds: a cross-validation fold
     validates on its held-out cases, so choosing its epoch by them would flatter the CV.
+    ``"ema"`` the final epoch's exponential moving average of the weights (runs trained with
+    ``ema_decay``): the same rule as ``"last"``, for the averaged weights.
     Weights are stored as float16 by default (half the size; inference runs in bf16 or
     fp32 and loads them into fp32 parameters); ``dtype="float32"`` keeps them exact.
     ``confidence_threshold`` (calibrated on cases the model, or its recipe's fold models,
@@ -77,8 +79,10 @@ def export_run(
     model = build_unet(**model_kwargs)
     if checkpoint == "best":
         model.load_state_dict(load_file(str(weights_file)))
-    else:
+    elif checkpoint == "last":
         model.load_state_dict(load_checkpoint(weights_file)["model"])
+    else:
+        model.load_state_dict(_averaged_weights(load_checkpoint(weights_file), weights_file))
     history = []
     if (run_dir / "metrics.jsonl").exists():
         history = [json.loads(x) for x in (run_dir / "metrics.jsonl").read_text().splitlines()]
@@ -129,6 +133,15 @@ def export_run(
         shutil.rmtree(tmp, ignore_errors=True)
         raise
     return out_dir
+
+
+def _averaged_weights(ckpt: dict, weights_file: Path) -> dict:
+    """The network's state dict inside an ``AveragedModel``'s (keys under ``module.``, plus
+    its ``n_averaged`` counter, which the network does not have)."""
+    if "ema" not in ckpt:
+        raise ModelLoadError(f"{weights_file}: holds no weight average; the run trained without ema_decay")
+    prefix = "module."
+    return {k[len(prefix) :]: v for k, v in ckpt["ema"].items() if k.startswith(prefix)}
 
 
 def _check_replaceable(out_dir: Path) -> None:

@@ -20,7 +20,8 @@ import torch
 from safetensors.torch import load_file
 
 from bratseg.cli import main
-from bratseg.errors import BratsegError
+from bratseg.errors import BratsegError, ModelLoadError
+from bratseg.export import export_run
 from bratseg.model.unet import build_unet
 from bratseg.preprocessing.cache import build_cache
 from bratseg.preprocessing.config import PreprocessingConfig
@@ -179,6 +180,15 @@ def test_patch_training_with_a_weight_average_resumes_exactly(tiny_cache: Path, 
     assert_same_weights(run, reference)
     resumed = torch.load(run / "last.pt", map_location="cpu", weights_only=True)["ema"]
     assert all(torch.equal(resumed[k], last["ema"][k]) for k in last["ema"])
+    # --checkpoint ema exports the final average (not the raw weights); a run without one is refused.
+    exported = load_file(
+        str(export_run(reference, tmp_path / "ema_model", dtype="float32", checkpoint="ema") / "model.safetensors")
+    )
+    assert exported.keys() == averaged.keys()
+    assert all(torch.equal(exported[k], averaged[k].float()) for k in exported)
+    plain = train(tiny_cache, tmp_path / "plain", TrainConfig(**{**options, "ema_decay": 0.0, "epochs": 1}))
+    with pytest.raises(ModelLoadError, match="no weight average"):
+        export_run(plain, tmp_path / "plain_model", checkpoint="ema")
 
 
 def test_resume_without_a_checkpoint_starts_fresh(tiny_cache: Path, tmp_path: Path, capsys):

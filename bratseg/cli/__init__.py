@@ -167,9 +167,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", type=Path, required=True)
     p.add_argument(
         "--checkpoint",
-        choices=("best", "last"),
+        choices=("best", "last", "ema"),
         default="best",
-        help="best: the epoch best on the run's validation cases; last: the final epoch (for CV folds)",
+        help="best: the epoch best on the run's validation cases; last: the final epoch (for CV folds); "
+        "ema: the final epoch's weight average (runs trained with ema_decay)",
     )
     p.add_argument(
         "--confidence-threshold",
