@@ -15,12 +15,14 @@ import os
 import tempfile
 import zlib
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import nibabel as nib
 import numpy as np
+from isal import igzip, igzip_lib
 
 from bratseg.data.geometry import axis_flips, geometry_problem, reorient_onto
 from bratseg.data.labels import to_brats2020, to_internal
@@ -58,7 +60,7 @@ def load_volume(path: str | Path, dtype: type = np.float32) -> Volume:
             data = _scaled_data(img)
     except (nib.filebasedimages.ImageFileError, gzip.BadGzipFile) as exc:
         raise InvalidCaseError(path, f"not a readable NIfTI file ({_one_line(exc)})") from None
-    except (EOFError, zlib.error) as exc:
+    except (EOFError, zlib.error, igzip_lib.IsalError) as exc:
         # gzip stream cut short or damaged: typically an interrupted download or copy.
         raise InvalidCaseError(path, f"truncated or corrupt gzip data ({_one_line(exc)})") from None
     except (OSError, ValueError) as exc:
@@ -112,20 +114,31 @@ def _scaled_data(img: nib.Nifti1Image) -> np.ndarray:
 
 @contextmanager
 def _nifti_image(path: Path) -> Iterator[nib.Nifti1Image]:
-    """The image at ``path``, its data readable inside the ``with`` block. nibabel recognises
-    ``.nii`` only in all-lower or all-upper case (``X.Nii.Gz`` is looked for as ``X.nii.Gz``),
-    while case folders are matched in any letter case: such names are read through an opened
-    file instead."""
-    lower = path.name.lower()
-    nii = path.name[-7:-3] if lower.endswith(".nii.gz") else path.name[-4:] if lower.endswith(".nii") else None
-    if nii is None or nii in (".nii", ".NII"):
-        yield nib.load(str(path))
-        return
+    """The image at ``path``, its data readable inside the ``with`` block.
+
+    Gzipped files (told by their first bytes, not their name) are read through python-isal's
+    igzip, 3-4x faster than the standard library's gzip that nibabel uses, and it lets other
+    threads run while it inflates. Reading through an opened stream also covers names whose
+    ``.nii`` nibabel does not recognise (it wants all-lower or all-upper case, while case
+    folders are matched in any letter case); anything not NIfTI-1 is left to ``nib.load``.
+    """
     with open(path, "rb") as raw:
-        compressed = raw.read(2) == b"\x1f\x8b"
-    with gzip.open(path, "rb") if compressed else open(path, "rb") as stream:
+        head = raw.read(348)
+    compressed = head[:2] == b"\x1f\x8b"
+    if not compressed and (len(head) < 348 or int.from_bytes(head[:4], "little") != 348):
+        if int.from_bytes(head[:4], "big") != 348:  # NIfTI-2, Analyze, ...: nibabel decides
+            yield nib.load(str(path))
+            return
+    with igzip.open(path, "rb") if compressed else open(path, "rb") as stream:
         holder = nib.FileHolder(str(path), stream)
-        yield nib.Nifti1Image.from_file_map({"header": holder, "image": holder})
+        try:
+            image = nib.Nifti1Image.from_file_map({"header": holder, "image": holder})
+        except (nib.filebasedimages.ImageFileError, nib.wrapstruct.WrapStructError):
+            image = None  # gzipped NIfTI-2, another format or garbage: nibabel's loader decides
+        if image is not None:
+            yield image
+            return
+    yield nib.load(str(path))
 
 
 def _one_line(exc: BaseException) -> str:
@@ -180,10 +193,13 @@ def load_case(case: Case, with_label: bool = True) -> CaseVolumes:
     images: dict[str, np.ndarray] = {}
     notes: list[str] = []
     ref: Volume | None = None
-    for modality in MODALITIES:
-        if modality not in case.images:
-            continue
-        vol = load_volume(case.images[modality])
+    present = [m for m in MODALITIES if m in case.images]
+    # The sequences are read in parallel threads (inflating releases the GIL); they are then
+    # checked in a fixed order, so the error raised for a bad case is always the same one.
+    with ThreadPoolExecutor(max_workers=len(present)) as pool:
+        reads = {m: pool.submit(load_volume, case.images[m]) for m in present}
+    for modality in present:
+        vol = reads[modality].result()
         if ref is None:
             ref = vol
         else:
