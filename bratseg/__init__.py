@@ -26,8 +26,8 @@ _EXPORTS = {
     "Prediction": "bratseg.inference.predictor",
     "Segmenter": "bratseg.inference.predictor",
     "from_pretrained": "bratseg.inference.predictor",
-    "region_masks": "bratseg.inference.regions",
-    "region_volumes": "bratseg.inference.regions",
+    "region_masks": "bratseg.data.labels",
+    "region_volumes": "bratseg.data.labels",
 }
 __all__ = list(_EXPORTS)
 

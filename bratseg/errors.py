@@ -89,3 +89,8 @@ class ImplausibleScanError(InvalidCaseError):
     or over most of it), a handful of values (a label map or mask given as an image), inverted
     contrast (a negative ``scl_slope``, a flipped grey scale). Like
     :class:`InconsistentModalitiesError` no preprocessing fixes it, so every path refuses it."""
+
+
+class EvaluationError(BratsegError):
+    """Predictions and references cannot be evaluated together (nothing pairs up, mismatched
+    arrays, contradictory options, an unknown label scheme)."""

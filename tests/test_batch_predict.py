@@ -20,7 +20,7 @@ import bratseg
 from bratseg.cli import main
 from bratseg.inference.batch import Job, read_case, run_batch
 from bratseg.inference.outputs import read_record
-from bratseg.inference.regions import region_volumes
+from bratseg.data.labels import region_volumes
 from bratseg.measurement.rano import measure
 from bratseg.synthetic import write_synthetic_dataset
 

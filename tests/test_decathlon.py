@@ -10,8 +10,8 @@ import nibabel as nib
 import numpy as np
 import pytest
 
-from bratseg.data.decathlon import load_decathlon_case, split_case
-from bratseg.data.io import load_case
+from bratseg.data.decathlon import split_case
+from bratseg.data.io import load_case, load_decathlon_case
 from bratseg.data.layout import case_from_folder, decathlon_cases, is_decathlon_folder
 from bratseg.errors import InvalidCaseError
 

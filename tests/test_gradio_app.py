@@ -184,7 +184,7 @@ def test_api_has_stable_endpoint_names(client: Client):
 
 
 def test_segment_real_case(segmented: dict, app: AppProcess, brats18_case: Path):
-    from bratseg.inference.regions import REGION_LABELS, region_volumes
+    from bratseg.data.labels import REGION_LABELS, region_volumes
     from bratseg.serving.render import best_slice
 
     assert app.predictions() == segmented["predictions_before"] + 1
@@ -483,7 +483,7 @@ def test_rerendering_never_calls_the_service(tmp_path, monkeypatch):
 
 
 def test_region_choices_are_the_original_four_then_the_brats_regions():
-    from bratseg.inference.regions import ORIGINAL_PARTS, resolve_region
+    from bratseg.data.labels import ORIGINAL_PARTS, resolve_region
     from bratseg.serving.gradio_app import REGION_CHOICES
 
     values = [value for _label, value in REGION_CHOICES]

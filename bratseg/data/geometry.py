@@ -109,3 +109,20 @@ def axis_flips(affine: np.ndarray, ref_affine: np.ndarray) -> str:
     if flipped:
         parts.append("flipped along " + ", ".join(flipped))
     return " and ".join(parts)
+
+
+def bounding_box(mask: np.ndarray, margin: int = 0) -> tuple[slice, ...] | None:
+    """Slices of the smallest box holding ``mask``'s True voxels, grown by ``margin`` and
+    clipped to the array; None when the mask is empty.
+
+    >>> bounding_box(np.array([0, 1, 1, 0, 0], bool), margin=1)
+    (slice(0, 4, None),)
+    """
+    box = []
+    for axis in range(mask.ndim):
+        others = tuple(a for a in range(mask.ndim) if a != axis)
+        hits = np.flatnonzero(mask.any(axis=others))
+        if hits.size == 0:
+            return None
+        box.append(slice(max(int(hits[0]) - margin, 0), min(int(hits[-1]) + margin + 1, mask.shape[axis])))
+    return tuple(box)

@@ -1,4 +1,5 @@
-"""Read and validate NIfTI volumes and whole cases.
+"""Read and validate NIfTI volumes and whole cases (BraTS-named files, or a Decathlon case's 4-D
+image split into its modalities), and write NIfTI files atomically.
 
 Every failure is an :class:`~bratseg.errors.InvalidCaseError` naming the file and the problem:
 unreadable or truncated file, not 3-D, non-finite voxels, a grid no scan can have (see
@@ -25,7 +26,7 @@ import numpy as np
 from isal import igzip, igzip_lib
 
 from bratseg.data.geometry import axis_flips, geometry_problem, reorient_onto
-from bratseg.data.labels import to_brats2020, to_internal
+from bratseg.data.labels import decathlon_to_internal, to_brats2020, to_internal
 from bratseg.data.layout import MODALITIES, Case
 from bratseg.errors import InvalidCaseError
 
@@ -186,8 +187,6 @@ def load_case(case: Case, with_label: bool = True) -> CaseVolumes:
         (['flair', 't1', 't1ce', 't2'], (48, 48, 32), [0, 1, 2, 3])
     """
     if case.channels:  # a Decathlon case: the sequences are channels of one 4-D file
-        from bratseg.data.decathlon import load_decathlon_case
-
         return load_decathlon_case(case, with_label)
     case.check_required()
     images: dict[str, np.ndarray] = {}
@@ -218,6 +217,48 @@ def load_case(case: Case, with_label: bool = True) -> CaseVolumes:
             raise InvalidCaseError(seg.path, str(exc)) from None
     paths = {m: Path(p) for m, p in case.images.items() if m in images}
     return CaseVolumes(case.case_id, images, ref.affine, ref.header, label, paths, notes)
+
+
+def load_decathlon_case(case: Case, with_label: bool = True) -> CaseVolumes:
+    """The modalities of a Decathlon case (:func:`bratseg.data.layout.decathlon_cases`) split
+    from its 4-D image, and its label in internal labels."""
+    case.check_required()
+    paths = set(case.images.values())
+    if len(paths) != 1 or not case.channels:
+        raise InvalidCaseError(case.folder or case.case_id, "not a Decathlon case (one 4-D image with channels)")
+    path = next(iter(paths))
+    try:
+        img = nib.load(str(path))
+        data = np.asanyarray(img.dataobj)
+    except (OSError, ValueError, EOFError, nib.filebasedimages.ImageFileError) as exc:
+        raise InvalidCaseError(path, f"unreadable NIfTI file ({' '.join(str(exc).split())})") from None
+    needed = max(case.channels.values()) + 1
+    if data.ndim != 4 or data.shape[3] < needed:
+        raise InvalidCaseError(path, f"expected a 4-D image with {needed} modalities, got shape {tuple(data.shape)}")
+    images = {}
+    for modality in MODALITIES:
+        if modality not in case.channels:
+            continue
+        channel = np.asarray(data[..., case.channels[modality]], dtype=np.float32)
+        if not np.isfinite(channel).all():
+            raise InvalidCaseError(path, f"{modality} (channel {case.channels[modality]}) has NaN or infinite voxels")
+        if not channel.any():
+            raise InvalidCaseError(path, f"{modality} (channel {case.channels[modality]}) is empty: no brain")
+        images[modality] = channel
+    header = img.header.copy()
+    header.set_data_shape(data.shape[:3])
+    label = None
+    if with_label and case.label is not None:
+        seg_img = nib.load(str(case.label))
+        seg = np.asanyarray(seg_img.dataobj)
+        seg = seg.reshape(seg.shape[:3]) if seg.ndim == 4 and seg.shape[3] == 1 else seg
+        if seg.shape != data.shape[:3]:
+            raise InvalidCaseError(case.label, f"shape {seg.shape} differs from the image's {data.shape[:3]}")
+        try:
+            label = decathlon_to_internal(seg)
+        except ValueError as exc:
+            raise InvalidCaseError(case.label, str(exc)) from None
+    return CaseVolumes(case.case_id, images, img.affine.copy(), header, label)
 
 
 def _onto_grid(ref: Volume, other: Volume, origin_may_differ: bool = False) -> list[str]:

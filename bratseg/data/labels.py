@@ -1,8 +1,18 @@
-"""Label schemes and the BraTS evaluation regions.
+"""Label schemes, the BraTS evaluation regions, and the tumour regions of a label map.
 
 Inside bratseg labels are contiguous: 0 background, 1 necrotic / non-enhancing core (NCR),
 2 peritumoral edema (ED), 3 enhancing tumour (ET). On disk we read BraTS 2017-2020
 (0/1/2/4) and BraTS 2023+ (0/1/2/3) label maps and always write BraTS 2020's 0/1/2/4.
+
+The named regions (:data:`REGION_LABELS`: whole tumour, tumour core, enhancing tumour and the
+single labels) and their volumes are counted on BraTS 2020 (0/1/2/4) maps, what predictions
+and measurements carry; the CLI's report, the web front ends and the RANO measurement share
+them.
+
+Example:
+    >>> labels = np.zeros((10, 10, 10), dtype=np.uint8); labels[:2] = 2; labels[2:3] = 4
+    >>> region_volumes(labels, spacing=(1.0, 1.0, 1.0))["whole tumour"]
+    0.3
 """
 
 from __future__ import annotations
@@ -59,6 +69,27 @@ def to_internal(seg: np.ndarray, scheme: LabelScheme = "brats2020") -> np.ndarra
     return out
 
 
+# Decathlon value -> the BraTS 2023 value of the same class (1 NCR, 2 ED, 3 ET): 1 and 2 swap.
+_TO_BRATS2023 = np.array([0, 2, 1, 3], dtype=np.int64)
+
+
+def decathlon_to_internal(seg: np.ndarray) -> np.ndarray:
+    """Decathlon labels (0 background, 1 edema, 2 non-enhancing, 3 enhancing; the Medical
+    Segmentation Decathlon's Task01_BrainTumour) to the internal 0..3 labels. Raises
+    ``ValueError`` for values outside 0..3 or fractional values.
+
+    >>> decathlon_to_internal(np.array([0, 1, 2, 3])).tolist()  # edema, non-enhancing, enhancing
+    [0, 2, 1, 3]
+    """
+    values = np.rint(seg).astype(np.int64)
+    if np.issubdtype(seg.dtype, np.floating) and np.abs(seg - values).max(initial=0) > 1e-3:
+        raise ValueError("label values are not integers; the decathlon scheme is [0, 1, 2, 3]")
+    bad = (values < 0) | (values > 3)
+    if bad.any():
+        raise ValueError(f"label values {sorted(set(np.unique(values[bad]).tolist()))[:10]} are not in [0, 1, 2, 3]")
+    return to_internal(_TO_BRATS2023[values], "brats2023")
+
+
 def to_brats2020(labels: np.ndarray) -> np.ndarray:
     """Internal 0..3 labels to BraTS 2020's 0/1/2/4 (uint8)."""
     lut = np.array(SCHEME_VALUES["brats2020"], dtype=np.uint8)
@@ -82,3 +113,49 @@ def regions_to_labels(regions: np.ndarray) -> np.ndarray:
     labels[tc] = NCR
     labels[et] = ET
     return labels
+
+
+# Display name -> BraTS 2020 label values.
+REGION_LABELS: dict[str, tuple[int, ...]] = {
+    "whole tumour": (1, 2, 4),
+    "tumour core": (1, 4),
+    "enhancing tumour": (4,),
+    "necrotic core": (1,),
+    "edema": (2,),
+}
+# The original project's choices of ``part_of_tumor`` and the region each one shows.
+ORIGINAL_PARTS: dict[str, str] = {
+    "all_the_tumor": "whole tumour",
+    "NECROTIC/CORE": "necrotic core",
+    "EDEMA": "edema",
+    "ENHANCING": "enhancing tumour",
+}
+
+
+def resolve_region(name: str) -> str:
+    """A region's display name from a display name, a BraTS key (WT, TC, ET) or one of the
+    original project's ``part_of_tumor`` values. Raises ``KeyError`` for anything else."""
+    keys = {"WT": "whole tumour", "TC": "tumour core", "ET": "enhancing tumour"}
+    for table in (REGION_LABELS, ORIGINAL_PARTS, keys):
+        if name in table:
+            return name if table is REGION_LABELS else table[name]
+    lowered = name.strip().lower().replace("_", " ")
+    if lowered in REGION_LABELS:
+        return lowered
+    choices = list(REGION_LABELS) + list(ORIGINAL_PARTS) + list(keys)
+    raise KeyError(f"unknown region {name!r}; choose one of {choices}")
+
+
+def region_masks(labels: np.ndarray) -> dict[str, np.ndarray]:
+    """Boolean mask of each region in :data:`REGION_LABELS`."""
+    return {name: np.isin(labels, values) for name, values in REGION_LABELS.items()}
+
+
+def region_volumes(labels: np.ndarray, spacing: tuple[float, float, float]) -> dict[str, float]:
+    """Volume of each region in cm3 (voxel count x voxel volume in mm3 / 1000)."""
+    voxel_mm3 = float(np.prod(spacing))
+    counts = np.bincount(labels.ravel(), minlength=5)
+    return {
+        name: round(float(sum(counts[v] for v in values)) * voxel_mm3 / 1000.0, 3)
+        for name, values in REGION_LABELS.items()
+    }

@@ -9,6 +9,7 @@ Example:
     1.0
 """
 
+from bratseg.data.label_schemes import resolve_scheme, to_internal_labels
 from bratseg.evaluation.metrics import (
     HD95_EMPTY,
     METRICS,
@@ -19,8 +20,6 @@ from bratseg.evaluation.metrics import (
     evaluate_case,
     evaluate_internal,
     hd95,
-    resolve_scheme,
-    to_internal_labels,
 )
 from bratseg.evaluation.pairing import Pair, Pairing, case_id_of, match_pairs, pairs_in_folders, read_pairs_csv
 from bratseg.evaluation.report import (

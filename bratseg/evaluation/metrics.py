@@ -36,14 +36,14 @@ Example:
 from __future__ import annotations
 
 import warnings
-from collections.abc import Iterable, Sequence
-from pathlib import Path
+from collections.abc import Sequence
 
 import numpy as np
 
-from bratseg.data.labels import ED, NCR, REGIONS, SCHEME_VALUES, LabelScheme
-from bratseg.data.layout import modality_of
-from bratseg.errors import BratsegError, InvalidCaseError
+from bratseg.data.geometry import bounding_box
+from bratseg.data.label_schemes import to_internal_labels
+from bratseg.data.labels import ED, NCR, REGIONS, SCHEME_VALUES
+from bratseg.errors import EvaluationError
 
 HD95_EMPTY = 373.13
 """HD95 (mm) when exactly one of the two masks is empty, as in the BraTS evaluations."""
@@ -56,14 +56,6 @@ STRUCTURE_LABELS: dict[str, str] = {
 }
 METRICS = ("dice", "iou", "hd95", "sensitivity", "specificity")
 """The scores of each structure; :func:`binary_metrics` adds the two volumes in mL."""
-
-SCHEME_CHOICES = ("auto", "brats2020", "brats2023")
-_INTEGER_TOLERANCE = 1e-3  # as bratseg.data.labels.to_internal
-
-
-class EvaluationError(BratsegError):
-    """Predictions and references cannot be evaluated together (nothing pairs up, mismatched
-    arrays, contradictory options)."""
 
 
 def hd95(pred: np.ndarray, ref: np.ndarray, spacing: Sequence[float] | None = None) -> float:
@@ -91,7 +83,7 @@ def hd95(pred: np.ndarray, ref: np.ndarray, spacing: Sequence[float] | None = No
         return 0.0
     if not (has_pred and has_ref):
         return HD95_EMPTY
-    box = _bounding_box(pred | ref, margin=1)
+    box = bounding_box(pred | ref, margin=1)
     pred, ref = pred[box], ref[box]
     # Imported here: MONAI pulls in torch, which the rest of this module does not need.
     import torch
@@ -159,90 +151,6 @@ def binary_metrics(
     }
 
 
-def resolve_scheme(values: Iterable[int], requested: str = "auto", path: str | Path | None = None) -> LabelScheme:
-    """The label scheme of a label map holding ``values``.
-
-    ``requested`` other than ``"auto"`` wins. ``"auto"`` uses the file name when it follows a
-    BraTS convention (``*_seg`` -> brats2020, ``*-seg`` -> brats2023), otherwise the values: a 4
-    means brats2020, a 3 without a 4 brats2023; with only 0/1/2 both schemes give the same
-    labels (brats2020 is returned). A 3 and a 4 together fit neither scheme.
-
-    Example:
-        >>> resolve_scheme([0, 1, 2, 3]), resolve_scheme([0, 2, 4]), resolve_scheme([0], path="X-seg.nii.gz")
-        ('brats2023', 'brats2020', 'brats2023')
-    """
-    if requested not in SCHEME_CHOICES:
-        raise EvaluationError(f"unknown label scheme {requested!r}; choose one of {list(SCHEME_CHOICES)}")
-    if requested != "auto":
-        return requested  # type: ignore[return-value]
-    if path is not None and (hit := modality_of(path)) is not None and hit[0] == "seg":
-        return hit[1]
-    present = {int(v) for v in values}
-    if 3 in present and 4 in present:
-        raise InvalidCaseError(
-            path,
-            "holds both labels 3 and 4, which fits neither BraTS 2020 (0/1/2/4) nor BraTS 2023 (0/1/2/3); "
-            "set the scheme with --ref-scheme / --pred-scheme if one is meant",
-        )
-    return "brats2023" if 3 in present else "brats2020"
-
-
-def to_internal_labels(
-    seg: np.ndarray, scheme: str = "auto", path: str | Path | None = None
-) -> tuple[np.ndarray, LabelScheme]:
-    """An on-disk label map as internal labels 0..3 (uint8) and the scheme it was read with.
-
-    Raises :class:`InvalidCaseError` (naming ``path``) for non-integer values or values outside
-    the scheme. Unlike :func:`bratseg.data.labels.to_internal` it inspects the bounding box of
-    the non-zero voxels only, seconds less per 512 x 512 x 176 map.
-
-    Example:
-        >>> import numpy as np
-        >>> labels, scheme = to_internal_labels(np.array([0, 1, 2, 3], np.float32))
-        >>> labels.tolist(), scheme
-        ([0, 1, 2, 3], 'brats2023')
-    """
-    seg = np.asarray(seg)
-    # Background is most of a volume and trivially valid: check and map the tumour's box only.
-    box = _bounding_box(seg != 0)
-    inner = seg[box] if box is not None else np.zeros(0, seg.dtype)
-    if inner.dtype.kind == "f":
-        rounded = np.rint(inner)
-        # Float storage may carry rounding error (3.9999998); real fractions mean a label map
-        # resampled with interpolation, whose rounding would invent classes at tumour borders.
-        fractional = ~(np.abs(inner - rounded) <= _INTEGER_TOLERANCE)  # NaN counts as fractional
-        if fractional.any():
-            example = float(inner[fractional][0])
-            raise InvalidCaseError(
-                path, f"holds non-integer values (e.g. {example:g}): not a label map (resampled with interpolation?)"
-            )
-        inner = rounded
-    if not inner.size or (inner.min() >= 0 and inner.max() <= 255):
-        inner = inner.astype(np.uint8)
-        present = np.flatnonzero(np.bincount(inner.ravel(), minlength=1)).tolist()
-    else:
-        present = [int(v) for v in np.unique(inner)]
-    if inner.size < seg.size and 0 not in present:
-        present = [0, *present]
-    chosen = resolve_scheme(present, scheme, path)
-    allowed = SCHEME_VALUES[chosen]
-    bad = sorted(set(present) - set(allowed))
-    if bad:
-        hint = (
-            "chosen from the file name or values; set it with --ref-scheme / --pred-scheme"
-            if scheme == "auto"
-            else "as requested"
-        )
-        raise InvalidCaseError(path, f"label values {bad[:10]} are not in the {chosen} scheme {list(allowed)} ({hint})")
-    lut = np.zeros(256, dtype=np.uint8)
-    for internal, on_disk in enumerate(allowed):
-        lut[on_disk] = internal
-    labels = np.zeros(seg.shape, dtype=np.uint8)
-    if box is not None:
-        labels[box] = lut[inner]
-    return labels, chosen
-
-
 def evaluate_case(
     pred: np.ndarray,
     ref: np.ndarray,
@@ -275,23 +183,10 @@ def evaluate_internal(
     # Every structure lies inside the box of the two tumours' union, so everything outside it is
     # background for all of them and cropping changes no surface or distance: crop once, and
     # keep the full volume's size for specificity's true negatives.
-    box = _bounding_box((pred > 0) | (ref > 0), margin=1)
+    box = bounding_box((pred > 0) | (ref > 0), margin=1)
     if box is not None:
         pred, ref = pred[box], ref[box]
     return {
         name: binary_metrics(np.isin(pred, members), np.isin(ref, members), spacing, total_voxels=total)
         for name, members in STRUCTURES.items()
     }
-
-
-def _bounding_box(mask: np.ndarray, margin: int = 0) -> tuple[slice, ...] | None:
-    """Slices of the smallest box holding ``mask``'s True voxels, grown by ``margin`` and
-    clipped to the array; None when the mask is empty."""
-    box = []
-    for axis in range(mask.ndim):
-        others = tuple(a for a in range(mask.ndim) if a != axis)
-        hits = np.flatnonzero(mask.any(axis=others))
-        if hits.size == 0:
-            return None
-        box.append(slice(max(int(hits[0]) - margin, 0), min(int(hits[-1]) + margin + 1, mask.shape[axis])))
-    return tuple(box)

@@ -34,6 +34,7 @@ import nibabel as nib
 import numpy as np
 
 from bratseg.data.io import atomic_write_bytes, load_volume
+from bratseg.data.label_schemes import to_internal_labels
 from bratseg.errors import InvalidCaseError
 from bratseg.evaluation.metrics import (
     HD95_EMPTY,
@@ -42,7 +43,6 @@ from bratseg.evaluation.metrics import (
     STRUCTURES,
     EvaluationError,
     evaluate_internal,
-    to_internal_labels,
 )
 from bratseg.evaluation.pairing import Pairing, case_id_of, match_pairs, pairs_in_folders, read_pairs_csv
 

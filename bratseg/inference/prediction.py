@@ -9,7 +9,7 @@ import nibabel as nib
 import numpy as np
 
 from bratseg.data.io import CaseVolumes, label_image, save_nifti
-from bratseg.inference.regions import region_volumes
+from bratseg.data.labels import region_volumes
 
 
 @dataclass

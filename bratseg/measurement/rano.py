@@ -21,7 +21,7 @@ How the figures are made (RANO 2.0, Wen et al., J Clin Oncol 2023, for the bidim
   thickness across (RANO); such a scan gets a note.
 * **Targets**: the (up to) 3 measurable lesions with the largest products; ``spd_mm2`` is the
   sum of their products (0 when there is none).
-* **Volumes**: the regions of :func:`bratseg.inference.regions.region_volumes`, same keys.
+* **Volumes**: the regions of :func:`bratseg.data.labels.region_volumes`, same keys.
 
 Example: a 20 x 12 mm block of enhancing tumour on three 1 mm slices is one measurable lesion.
 
@@ -303,7 +303,7 @@ def measure(labels: np.ndarray, affine: np.ndarray) -> Measurement:
     given by ``affine`` (voxel to world, mm). Raises :class:`InvalidCaseError` for anything
     that is not such a label map."""
     from bratseg.data.geometry import geometry_problem, voxel_sizes
-    from bratseg.inference.regions import region_volumes
+    from bratseg.data.labels import region_volumes
 
     labels = np.asarray(labels)
     affine = np.asarray(affine, dtype=np.float64)
@@ -377,8 +377,8 @@ def measure_file(path: str | Path, scheme: str = "auto") -> Measurement:
     2017-2020 (0/1/2/4) or 2023 (0/1/2/3) scheme; ``auto`` tells them apart from the file name
     or the values. Diameter ends are voxel coordinates of the file's own array."""
     from bratseg.data.io import load_volume
+    from bratseg.data.label_schemes import SCHEME_CHOICES, to_internal_labels
     from bratseg.data.labels import to_brats2020
-    from bratseg.evaluation.metrics import SCHEME_CHOICES, to_internal_labels
 
     if scheme not in SCHEME_CHOICES:
         raise InvalidCaseError(path, f"unknown label scheme {scheme!r}; choose one of {list(SCHEME_CHOICES)}")

@@ -117,8 +117,8 @@ def given_timepoint(source: TimePointSource, seg: str | Path, preprocess: str = 
     """A time point whose label map is given: the scans are read for the T1ce only, and skull
     stripped (deepbet) unless they are in BraTS space (skull-stripped already)."""
     from bratseg.data.io import load_volume
+    from bratseg.data.label_schemes import to_internal_labels
     from bratseg.data.labels import to_brats2020
-    from bratseg.evaluation.metrics import to_internal_labels
     from bratseg.native.dispatch import dicom_inputs, route
     from bratseg.native.reader import read_scan
     from bratseg.native.space import to_sitk, to_working_grid

@@ -41,7 +41,7 @@ from bratseg.data.labels import to_brats2020
 from bratseg.data.layout import MODALITIES, REQUIRED_MODALITIES
 from bratseg.errors import InvalidCaseError, MissingModalityError, NativeScanError
 from bratseg.inference.predictor import Prediction, Segmenter
-from bratseg.inference.regions import region_volumes
+from bratseg.data.labels import region_volumes
 from bratseg.native import checks
 from bratseg.native.reader import Scan, ScanSource, read_scan
 from bratseg.native.registration import coregister, register_to_atlas, similarity_region

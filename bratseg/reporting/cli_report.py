@@ -59,7 +59,7 @@ def load_label_map(path: Path, volumes: CaseVolumes) -> np.ndarray:
     values outside the BraTS schemes, or another shape or orientation than the case's images
     (the origin alone may differ, as in some BraTS 2017 label files).
     """
-    from bratseg.evaluation.metrics import to_internal_labels
+    from bratseg.data.label_schemes import to_internal_labels
 
     volume = load_volume(path)
     if volume.data.shape != volumes.shape:

@@ -28,7 +28,7 @@ import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 
 from bratseg.data.io import atomic_write_bytes
-from bratseg.inference.regions import REGION_LABELS
+from bratseg.data.labels import REGION_LABELS
 from bratseg.serving.render import (
     AXES,
     _display_slice,

@@ -19,7 +19,7 @@ import pandas as pd
 from bratseg.data.io import CaseVolumes
 from bratseg.data.layout import Case
 from bratseg.inference.prediction import Prediction
-from bratseg.inference.regions import REGION_LABELS, resolve_region
+from bratseg.data.labels import REGION_LABELS, resolve_region
 from bratseg.serving.demo_files import OutputFolder, private_cache
 from bratseg.serving.render import best_slice, legend_html, render_overlay, slice_count
 from bratseg.serving.results import Result

@@ -44,7 +44,7 @@ from werkzeug.exceptions import HTTPException, RequestEntityTooLarge
 
 from bratseg.data.layout import Case
 from bratseg.errors import BratsegError, InvalidCaseError, ModelLoadError
-from bratseg.inference.regions import ORIGINAL_PARTS
+from bratseg.data.labels import ORIGINAL_PARTS
 from bratseg.native.dispatch import Preprocess
 from bratseg.serving.followup_api import init_followup
 from bratseg.serving.form import (

@@ -39,7 +39,7 @@ import gradio as gr
 
 from bratseg.errors import BratsegError
 from bratseg.inference.prediction import Prediction
-from bratseg.inference.regions import ORIGINAL_PARTS
+from bratseg.data.labels import ORIGINAL_PARTS
 from bratseg.native.dispatch import PREPROCESS_CHOICES
 from bratseg.serving.demo_files import private_cache
 from bratseg.serving.demo_parts import (

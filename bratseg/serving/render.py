@@ -29,7 +29,7 @@ import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 
 from bratseg.data.io import CaseVolumes
-from bratseg.inference.regions import REGION_LABELS, resolve_region
+from bratseg.data.labels import REGION_LABELS, resolve_region
 
 AXES = ("axial", "coronal", "sagittal")
 # RAS world axis normal to each kind of slice.
@@ -42,7 +42,7 @@ REGION_COLOURS: dict[str, tuple[int, int, int]] = {
     "tumour core": (255, 128, 0),  # labels 1 + 4 drawn as one region: orange
     "whole tumour": (0, 160, 255),  # labels 1 + 2 + 4 drawn as one region: blue
 }
-"""RGB colour of each region of :data:`~bratseg.inference.regions.REGION_LABELS`."""
+"""RGB colour of each region of :data:`~bratseg.data.labels.REGION_LABELS`."""
 
 LABEL_COLOURS: dict[int, tuple[int, int, int]] = {
     1: REGION_COLOURS["necrotic core"],
@@ -203,7 +203,7 @@ def render_overlay(
 ) -> np.ndarray:
     """RGB ``uint8`` picture of one slice: ``base`` in grey, ``region`` blended in colour.
 
-    ``region`` is anything :func:`~bratseg.inference.regions.resolve_region` accepts; the
+    ``region`` is anything :func:`~bratseg.data.labels.resolve_region` accepts; the
     whole tumour (``all_the_tumor``) is drawn as its three labels in their three colours, as
     the original app did, any other region in its own colour (:data:`REGION_COLOURS`).
     ``labels`` is a BraTS 2020 (0/1/2/4) map on the volumes' grid. ``index`` defaults to

@@ -18,7 +18,7 @@ from scipy import ndimage
 
 from bratseg.cli import main
 from bratseg.data.io import load_volume
-from bratseg.inference.regions import region_volumes
+from bratseg.data.labels import region_volumes
 from bratseg.measurement import measure, measure_file
 
 CONTRACT_LESION_KEYS = {"longest_mm", "perpendicular_mm", "product_mm2", "volume_cm3", "measurable", "slice", "target"}
