@@ -185,7 +185,7 @@ def test_api_has_stable_endpoint_names(client: Client):
 
 def test_segment_real_case(segmented: dict, app: AppProcess, brats18_case: Path):
     from bratseg.data.labels import REGION_LABELS, region_volumes
-    from bratseg.serving.render import best_slice
+    from bratseg.reporting.render import best_slice
 
     assert app.predictions() == segmented["predictions_before"] + 1
 

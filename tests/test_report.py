@@ -233,14 +233,14 @@ def test_display_position_is_where_the_picture_shows_the_voxel(affine):
     import nibabel as nib
 
     from bratseg.data.io import CaseVolumes
-    from bratseg.serving.render import _orientation, _voxel_axis, render_overlay
+    from bratseg.reporting.render import orientation, render_overlay, voxel_axis
 
     shape = (12, 9, 7)
     labels = np.zeros(shape, np.uint8)
     voxel = (3, 5, 2)
     labels[voxel] = 4
     volumes = CaseVolumes("P", {"flair": np.ones(shape, np.float32)}, affine, nib.Nifti1Image(labels, affine).header)
-    axial = _voxel_axis("axial", _orientation(affine))
+    axial = voxel_axis("axial", orientation(affine))
     picture = render_overlay(volumes, labels, "whole tumour", "axial", voxel[axial])
     painted = np.argwhere(np.abs(picture.astype(int) - picture[0, 0].astype(int)).sum(axis=2) > 0)
     assert painted.tolist() == [list(display_position(voxel, "axial", shape, affine))]

@@ -3,7 +3,7 @@ planes, the tumour labels in colour over FLAIR, a legend, and (when the predicti
 region probabilities) the uncertainty map over the same slices.
 
 The report embeds it; ``bratseg predict --figures DIR`` and the README use it as a PNG.
-Colours, orientation and grey windows are :mod:`bratseg.serving.render`'s, so the panel looks
+Colours, orientation and grey windows are :mod:`bratseg.reporting.render`'s, so the panel looks
 like the demo. Slices are shown at their physical aspect ratio (voxel spacing).
 
 :func:`draw_target_lesions` draws, with matplotlib, each RANO target lesion of a
@@ -29,15 +29,15 @@ from PIL import Image, ImageDraw, ImageFont
 
 from bratseg.data.io import atomic_write_bytes
 from bratseg.data.labels import REGION_LABELS
-from bratseg.serving.render import (
+from bratseg.reporting.render import (
     AXES,
-    _display_slice,
-    _orientation,
-    _voxel_axis,
     best_slice,
+    display_slice,
     legend_entries,
+    orientation,
     render_overlay,
     to_png,
+    voxel_axis,
 )
 
 if TYPE_CHECKING:
@@ -68,7 +68,7 @@ def _font(size: int) -> ImageFont.ImageFont | ImageFont.FreeTypeFont:
 def _display_spacing(axis: str, affine: np.ndarray, spacing: tuple[float, float, float]) -> tuple[float, float]:
     """(row, column) spacing in mm of an ``axis`` slice as :mod:`render` orients it: rows
     follow the remaining voxel axis of higher RAS world axis, columns the other."""
-    ornt = _orientation(affine)
+    ornt = orientation(affine)
     world = {"sagittal": 0, "coronal": 1, "axial": 2}[axis]
     rest = [a for a in range(3) if int(ornt[a, 0]) != world]
     low, high = sorted(rest, key=lambda a: int(ornt[a, 0]))
@@ -170,20 +170,20 @@ def key_slice_image(prediction: Prediction, scale: int = 2, uncertainty: bool | 
         from bratseg.inference.confidence import uncertainty_map
 
         umap = uncertainty_map(prediction)
-    ornt = _orientation(volumes.affine)
+    ornt = orientation(volumes.affine)
     brain = volumes.images[base] != 0
     no_labels = np.zeros_like(labels)
     font_size = 9 + 3 * scale
     top, bottom, captions = [], [], []
     for axis, index in slices.items():
         row_mm, col_mm = _display_spacing(axis, volumes.affine, volumes.spacing)
-        box = _brain_box(_display_slice(brain, axis, index, ornt))
+        box = _brain_box(display_slice(brain, axis, index, ornt))
         overlay = render_overlay(volumes, labels, "whole tumour", axis, index, base=base)[box]
         top.append(_to_physical(overlay, row_mm, col_mm, scale))
         captions.append(f"{axis} {index}")
         if umap is not None:
             grey = render_overlay(volumes, no_labels, "whole tumour", axis, index, base=base)[box]
-            heat = _uncertainty_slice(grey, _display_slice(umap, axis, index, ornt)[box])
+            heat = _uncertainty_slice(grey, display_slice(umap, axis, index, ornt)[box])
             bottom.append(_to_physical(heat, row_mm, col_mm, scale))
     first = _row(top, captions, font_size)
     parts = [first, _label_key(first.shape[1], font_size)]
@@ -212,10 +212,10 @@ def display_position(
     point: tuple[float, float, float], axis: str, shape: tuple[int, ...], affine: np.ndarray | None = None
 ) -> tuple[float, float]:
     """(row, column) of voxel coordinates ``point`` (i, j, k) in the picture of its ``axis``
-    slice as :func:`bratseg.serving.render.render_overlay` draws it (pixel centres at whole
+    slice as :func:`bratseg.reporting.render.render_overlay` draws it (pixel centres at whole
     numbers), so that lines measured on the array can be drawn over the picture."""
-    ornt = _orientation(affine)
-    ax = _voxel_axis(axis, ornt)
+    ornt = orientation(affine)
+    ax = voxel_axis(axis, ornt)
     flat = tuple(1 if a == ax else int(n) for a, n in enumerate(shape[:3]))
     position = [0.0, 0.0]
     for a in (a for a in range(3) if a != ax):
@@ -223,7 +223,7 @@ def display_position(
         ramp = np.broadcast_to(
             np.arange(shape[a], dtype=np.float64).reshape([-1 if b == a else 1 for b in range(3)]), flat
         )
-        shown = _display_slice(ramp, axis, 0, ornt)
+        shown = display_slice(ramp, axis, 0, ornt)
         origin = shown[0, 0]
         if shown.shape[0] > 1 and shown[1, 0] != origin:
             position[0] = float((point[a] - origin) / (shown[1, 0] - origin))
@@ -242,11 +242,9 @@ def draw_target_lesions(
     perpendicular one in magenta. Returns how many lesions were drawn (none when the
     measurement's axial axis is not the one the pictures slice along)."""
     targets = [lesion for lesion in measurement.lesions if lesion.target]
-    ornt = _orientation(volumes.affine)
-    if not targets or _voxel_axis("axial", ornt) != measurement.axial_axis:
+    ornt = orientation(volumes.affine)
+    if not targets or voxel_axis("axial", ornt) != measurement.axial_axis:
         return 0
-    from bratseg.serving.render import render_overlay
-
     base = "t1ce" if "t1ce" in volumes.images else next(iter(volumes.images))
     row_mm, col_mm = _display_spacing("axial", volumes.affine, volumes.spacing)
     left, bottom, width, height = rect

@@ -18,6 +18,7 @@ import numpy as np
 
 from bratseg.data.io import CaseVolumes, atomic_write_bytes
 from bratseg.errors import ReportError
+from bratseg.reporting.render import display_slice, orientation, render_overlay, voxel_axis
 from bratseg.reporting.report import _MATPLOTLIB_LOCK, DISCLAIMER, PageWriter
 
 if TYPE_CHECKING:
@@ -131,10 +132,8 @@ def _matched_slices(base: TimePoint, follow_on_base: np.ndarray, axis: int, meas
 
 
 def _difference_picture(volumes: CaseVolumes, difference: np.ndarray, index: int) -> np.ndarray:
-    from bratseg.serving.render import _display_slice, _orientation, render_overlay
-
     grey = render_overlay(volumes, np.zeros(difference.shape, np.uint8), "whole tumour", "axial", index, base="t1ce")
-    shown = _display_slice(difference, "axial", index, _orientation(volumes.affine))
+    shown = display_slice(difference, "axial", index, orientation(volumes.affine))
     picture = grey.astype(np.float32)
     for value, colour in DIFFERENCE_COLOURS.items():
         where = shown == value
@@ -144,7 +143,6 @@ def _difference_picture(volumes: CaseVolumes, difference: np.ndarray, index: int
 
 def _matched_page(figure, result, base, follow_on_base, difference, images) -> None:
     from bratseg.reporting.figures import _display_spacing
-    from bratseg.serving.render import _orientation, _voxel_axis, render_overlay
 
     w = PageWriter(figure)
     w.line("Matched axial slices (baseline grid)", 14, weight="bold")
@@ -155,7 +153,7 @@ def _matched_page(figure, result, base, follow_on_base, difference, images) -> N
     )
     baseline_volumes = _volumes(base, images["baseline"])
     followup_volumes = _volumes(base, images["followup"])
-    axis = _voxel_axis("axial", _orientation(base.affine))
+    axis = voxel_axis("axial", orientation(base.affine))
     slices = _matched_slices(base, follow_on_base, axis, result.baseline)
     row_mm, col_mm = _display_spacing("axial", base.affine, baseline_volumes.spacing)
     top, bottom = w.y - 0.01, 0.06

@@ -17,11 +17,12 @@ import numpy as np
 import pandas as pd
 
 from bratseg.data.io import CaseVolumes
+from bratseg.data.labels import REGION_LABELS, resolve_region
 from bratseg.data.layout import Case
 from bratseg.inference.prediction import Prediction
-from bratseg.data.labels import REGION_LABELS, resolve_region
+from bratseg.reporting.render import best_slice, render_overlay, slice_count
 from bratseg.serving.demo_files import OutputFolder, private_cache
-from bratseg.serving.render import best_slice, legend_html, render_overlay, slice_count
+from bratseg.serving.legend import legend_html
 from bratseg.serving.results import Result
 from bratseg.serving.uploads import case_from_uploads
 from bratseg.serving.zips import DicomStudy, case_from_zip

@@ -42,10 +42,19 @@ from typing import Any
 from flask import Flask, Response, current_app, g, jsonify, redirect, render_template, request, url_for
 from werkzeug.exceptions import HTTPException, RequestEntityTooLarge
 
+from bratseg.data.labels import ORIGINAL_PARTS
 from bratseg.data.layout import Case
 from bratseg.errors import BratsegError, InvalidCaseError, ModelLoadError
-from bratseg.data.labels import ORIGINAL_PARTS
 from bratseg.native.dispatch import Preprocess
+from bratseg.reporting.render import (
+    AXES,
+    best_slice,
+    draw_legend,
+    render_inputs,
+    render_overlay,
+    slice_count,
+    to_png,
+)
 from bratseg.serving.followup_api import init_followup
 from bratseg.serving.form import (
     UploadLimits,
@@ -56,16 +65,7 @@ from bratseg.serving.form import (
     parse_slice,
     precheck_slice,
 )
-from bratseg.serving.render import (
-    AXES,
-    best_slice,
-    draw_legend,
-    legend_html,
-    render_inputs,
-    render_overlay,
-    slice_count,
-    to_png,
-)
+from bratseg.serving.legend import legend_html
 from bratseg.serving.results import DEFAULT_MAX_AGE_S, ResultStore, build_result, labels_nifti_gz
 from bratseg.serving.service import CaseProcessingError, InferenceService, ServiceBusyError
 from bratseg.serving.shown import parse_preprocess, segment_for_viewing

@@ -17,9 +17,9 @@ from flask import Request, g
 from werkzeug.datastructures import FileStorage
 from werkzeug.utils import secure_filename
 
-from bratseg.data.layout import MODALITIES, Case
 from bratseg.data.labels import ORIGINAL_PARTS, REGION_LABELS, resolve_region
-from bratseg.serving.render import AXES, slice_count
+from bratseg.data.layout import MODALITIES, Case
+from bratseg.reporting.render import AXES, slice_count
 from bratseg.serving.uploads import UploadError, case_from_uploads, resolve_under_root
 from bratseg.serving.zips import DicomStudy, case_from_zip
 

@@ -37,10 +37,11 @@ from typing import Any
 
 import gradio as gr
 
+from bratseg.data.labels import ORIGINAL_PARTS
 from bratseg.errors import BratsegError
 from bratseg.inference.prediction import Prediction
-from bratseg.data.labels import ORIGINAL_PARTS
 from bratseg.native.dispatch import PREPROCESS_CHOICES
+from bratseg.reporting.render import AXES
 from bratseg.serving.demo_files import private_cache
 from bratseg.serving.demo_parts import (
     OUTPUTS,
@@ -59,7 +60,7 @@ from bratseg.serving.demo_parts import (
     volumes_table,
 )
 from bratseg.serving.gradio_followup import followup_section
-from bratseg.serving.render import AXES, legend_html
+from bratseg.serving.legend import legend_html
 from bratseg.serving.results import REPORT, Result, ResultStore, build_result
 from bratseg.serving.shown import SegmentationService, parse_preprocess, segment_for_viewing
 from bratseg.serving.uploads import request_workdir

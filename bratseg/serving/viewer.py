@@ -28,7 +28,7 @@ from typing import Any
 
 from flask import Blueprint, Flask, Response, current_app, jsonify, render_template, url_for
 
-from bratseg.serving.render import LABEL_COLOURS
+from bratseg.reporting.render import LABEL_COLOURS
 from bratseg.serving.results import LABELS, REPORT, RESULT_FILES, SCANS, UNCERTAINTY, Result, ResultStore
 
 RESULTS_EXTENSION = "bratseg.results"

@@ -12,18 +12,18 @@ from PIL import Image
 from bratseg.data.io import CaseVolumes, load_case
 from bratseg.data.labels import to_brats2020
 from bratseg.data.layout import case_from_folder
-from bratseg.serving.render import (
+from bratseg.reporting.render import (
     AXES,
     LABEL_COLOURS,
     REGION_COLOURS,
     best_slice,
     draw_legend,
-    legend_html,
     render_inputs,
     render_overlay,
     slice_count,
     to_png,
 )
+from bratseg.serving.legend import legend_html
 
 SHAPE = (10, 12, 8)  # distinct sizes so a swapped axis shows
 

@@ -1,7 +1,8 @@
 """Pictures of a case and its prediction: grey MRI slices with tumour regions in colour.
 
-Shared by the Flask app and the Gradio demo; everything returns RGB ``uint8`` arrays (or
-PNG bytes), nothing is written to disk and no matplotlib figure is opened.
+Shared by the PDF reports (:mod:`bratseg.reporting.figures`, the follow-up report), the Flask
+app and the Gradio demo, so that a slice looks the same everywhere; everything returns RGB
+``uint8`` arrays (or PNG bytes), nothing is written to disk and no matplotlib figure is opened.
 
 Orientation. A slice ``index`` is a *voxel* index along the voxel axis closest to the
 requested anatomical axis (for BraTS files, voxel axis 2 is axial), so it matches what
@@ -9,18 +10,24 @@ requested anatomical axis (for BraTS files, voxel axis 2 is axial), so it matche
 way for all three axes, following the radiological convention: superior (or, for axial
 slices, anterior) at the top; the patient's right on the viewer's left in axial and coronal
 slices; anterior on the viewer's left in sagittal slices. For BraTS's LPS-stored volumes an
-axial slice is shown as ``data[:, :, z].T``.
+axial slice is shown as ``data[:, :, z].T``. :func:`orientation`, :func:`voxel_axis` and
+:func:`display_slice` give that orientation to other drawings of a slice (a difference map,
+an uncertainty map) so that they line up with :func:`render_overlay`'s.
 
 Example:
     >>> import numpy as np
     >>> labels = np.zeros((8, 8, 6), dtype=np.uint8); labels[2:4, 2:4, 4] = 2
     >>> best_slice(labels, "axial"), slice_count(labels.shape, "sagittal")
     (4, 8)
+    >>> lps = np.diag([-1.0, -1.0, 1.0, 1.0])  # BraTS files store LPS
+    >>> voxel_axis("axial", orientation(lps)), display_slice(labels, "axial", 4, orientation(lps)).shape
+    (2, (8, 8))
+    >>> bool(np.array_equal(display_slice(labels, "axial", 4, orientation(lps)), labels[:, :, 4].T))
+    True
 """
 
 from __future__ import annotations
 
-import html
 import io
 import weakref
 
@@ -64,7 +71,7 @@ def _check_axis(axis: str) -> str:
 _IDENTITY_ORIENTATION = np.array([[0, 1], [1, 1], [2, 1]], dtype=float)
 
 
-def _orientation(affine: np.ndarray | None) -> np.ndarray:
+def orientation(affine: np.ndarray | None) -> np.ndarray:
     """nibabel orientation (voxel axis -> RAS axis and direction); identity without affine.
 
     A degenerate affine (singular, rank 2, NaN) leaves some voxel axes without a world axis:
@@ -85,7 +92,7 @@ def _orientation(affine: np.ndarray | None) -> np.ndarray:
     return ornt
 
 
-def _voxel_axis(axis: str, ornt: np.ndarray) -> int:
+def voxel_axis(axis: str, ornt: np.ndarray) -> int:
     """The voxel axis pointing along ``axis``'s RAS normal."""
     world = _WORLD_AXIS[_check_axis(axis)]
     return int(np.flatnonzero(ornt[:, 0] == world)[0])
@@ -94,7 +101,7 @@ def _voxel_axis(axis: str, ornt: np.ndarray) -> int:
 def slice_count(shape: tuple[int, ...], axis: str, affine: np.ndarray | None = None) -> int:
     """How many ``axis`` slices a volume of ``shape`` has (voxel axis from ``affine``;
     without one, voxel axes 0/1/2 are taken as sagittal/coronal/axial as in BraTS)."""
-    return int(shape[_voxel_axis(axis, _orientation(affine))])
+    return int(shape[voxel_axis(axis, orientation(affine))])
 
 
 def _check_index(index: int, shape: tuple[int, ...], axis: str, affine: np.ndarray | None) -> int:
@@ -114,8 +121,8 @@ def best_slice(
     """The ``axis`` slice holding the most tumour (of ``region`` when given, else any
     non-zero label); without tumour, the middle of the brain (of ``brain``, a mask, when
     given, else of the volume)."""
-    ornt = _orientation(affine)
-    ax = _voxel_axis(axis, ornt)
+    ornt = orientation(affine)
+    ax = voxel_axis(axis, ornt)
     mask = labels != 0 if region is None else np.isin(labels, REGION_LABELS[resolve_region(region)])
     others = tuple(a for a in range(3) if a != ax)
     counts = mask.sum(axis=others)
@@ -128,9 +135,9 @@ def best_slice(
     return labels.shape[ax] // 2
 
 
-def _display_slice(volume: np.ndarray, axis: str, index: int, ornt: np.ndarray) -> np.ndarray:
+def display_slice(volume: np.ndarray, axis: str, index: int, ornt: np.ndarray) -> np.ndarray:
     """Slice ``index`` of ``volume`` along ``axis``, oriented for display (see module doc)."""
-    ax = _voxel_axis(axis, ornt)
+    ax = voxel_axis(axis, ornt)
     sl = np.take(volume, index, axis=ax)
     rest = [a for a in range(3) if a != ax]
     world = [int(ornt[a, 0]) for a in rest]
@@ -188,7 +195,7 @@ def _base_slice(volumes: CaseVolumes, base: str, axis: str, index: int, ornt: np
     if base not in volumes.images:
         raise ValueError(f"no {base!r} image in this case; have {', '.join(volumes.images)}")
     volume = volumes.images[base]
-    return _grey(_display_slice(volume, axis, index, ornt), _grey_window(volume))
+    return _grey(display_slice(volume, axis, index, ornt), _grey_window(volume))
 
 
 def render_overlay(
@@ -209,7 +216,8 @@ def render_overlay(
     ``labels`` is a BraTS 2020 (0/1/2/4) map on the volumes' grid. ``index`` defaults to
     :func:`best_slice` for the region. With ``legend`` a colour key is drawn in a strip below
     the slice (the image is then taller than the slice); otherwise the image has the slice's
-    size and :func:`legend_html` / :func:`draw_legend` give the key.
+    size and :func:`draw_legend` (or the web pages' HTML key,
+    :func:`bratseg.serving.legend.legend_html`) gives the key.
 
     Raises ``KeyError`` for an unknown region and ``ValueError`` for an unknown axis or
     base, an out-of-range index or labels of another shape.
@@ -218,13 +226,13 @@ def render_overlay(
     _check_axis(axis)
     if labels.shape != volumes.shape:
         raise ValueError(f"labels of shape {labels.shape} do not match the images' {volumes.shape}")
-    ornt = _orientation(volumes.affine)
+    ornt = orientation(volumes.affine)
     if index is None:
         brain = volumes.images[base] != 0 if base in volumes.images else None
         index = best_slice(labels, axis, region=name, affine=volumes.affine, brain=brain)
     index = _check_index(index, volumes.shape, axis, volumes.affine)
     rgb = _rgb(_base_slice(volumes, base, axis, index, ornt)).astype(np.float32)
-    lab = _display_slice(labels, axis, index, ornt)
+    lab = display_slice(labels, axis, index, ornt)
     if name == "whole tumour":
         layers = [(lab == value, colour) for value, colour in LABEL_COLOURS.items()]
     else:
@@ -245,7 +253,7 @@ def render_inputs(
     """The input slices (FLAIR and T1ce by default) side by side in grey, as RGB ``uint8``,
     each captioned with its modality. ``index`` defaults to the middle of the brain."""
     _check_axis(axis)
-    ornt = _orientation(volumes.affine)
+    ornt = orientation(volumes.affine)
     if index is None:
         index = best_slice(
             np.zeros(volumes.shape, dtype=np.uint8),
@@ -301,16 +309,6 @@ def draw_legend(image: np.ndarray, region: str) -> np.ndarray:
         draw.rectangle((4, y + 2, 14, y + 12), fill=colour)
         draw.text((20, y), name, fill=(235, 235, 235), font=font)
     return np.concatenate([image, np.asarray(strip)], axis=0)
-
-
-def legend_html(region: str) -> str:
-    """An HTML colour key of what :func:`render_overlay` draws for ``region``."""
-    items = "".join(
-        f'<li><span class="swatch" style="display:inline-block;width:0.9em;height:0.9em;'
-        f'margin-right:0.4em;vertical-align:middle;background:rgb{colour}"></span>{html.escape(name)}</li>'
-        for name, colour in legend_entries(region)
-    )
-    return f'<ul class="legend" style="list-style:none;padding:0;margin:0.3em 0">{items}</ul>'
 
 
 def to_png(image: np.ndarray) -> bytes:
