@@ -101,14 +101,13 @@ def _change(before: float, after: float) -> float | None:
 
 
 def compare(case: Path, work: Path) -> dict:
-    from bratseg.measurement.followup import FILES, run_followup
+    from bratseg.followup import FILES, run_followup
     from bratseg.measurement.rano import measure, measure_file
 
     posed, posed_seg = build_posed(case, work / case.name / "posed")
     seg = case / f"{case.name}_seg.nii.gz"
     start = time.perf_counter()
-    result = run_followup(None, case, posed, work / case.name / "out", baseline_seg=seg, followup_seg=posed_seg,
-                          report=False)  # fmt: skip
+    result = run_followup(None, case, posed, work / case.name / "out", baseline_seg=seg, followup_seg=posed_seg)
     seconds = time.perf_counter() - start
     baseline = measure_file(seg)
     back_img = nib.load(str(work / case.name / "out" / FILES["followup_seg_on_baseline"]))
@@ -150,15 +149,17 @@ def summarise(values: list[float | None]) -> dict:
 
 def segmented(case: Path, work: Path, runs: int) -> list[dict]:
     """Full comparisons of ``case`` with its posed copy, both segmented."""
+    from bratseg.followup import run_followup
     from bratseg.inference.predictor import Segmenter
-    from bratseg.measurement.followup import run_followup
+    from bratseg.reporting.followup_report import write_followup_report
 
     posed, _ = build_posed(case, work / case.name / "posed")
     segmenter = Segmenter.from_pretrained()
     rows = []
     for run in range(runs):
         start = time.perf_counter()
-        result = run_followup(segmenter, case, posed, work / case.name / f"segmented_{run}")
+        out = work / case.name / f"segmented_{run}"
+        result = run_followup(segmenter, case, posed, out, report=write_followup_report)
         rows.append(
             {
                 "case": case.name,

@@ -3,8 +3,8 @@
 Both time points are anything ``bratseg predict`` takes (a BraTS-space case folder, raw NIfTI,
 a DICOM study); each is segmented on its own path, or its label map is given with
 ``--baseline-seg`` / ``--followup-seg``. Writes ``DIR/followup.json``, the label maps on the
-baseline grid, the difference map and ``DIR/report.pdf``
-(:mod:`bratseg.measurement.followup`), and prints the category and the changes.
+baseline grid, the difference map (:mod:`bratseg.followup`) and ``DIR/report.pdf``
+(:mod:`bratseg.reporting.followup_report`), and prints the category and the changes.
 """
 
 from __future__ import annotations
@@ -42,7 +42,8 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
 
 
 def run_followup_command(args: argparse.Namespace) -> None:
-    from bratseg.measurement.followup import run_followup
+    from bratseg.followup import run_followup
+    from bratseg.reporting.followup_report import write_followup_report
 
     segmenter = None
     if args.baseline_seg is None or args.followup_seg is None:
@@ -65,7 +66,7 @@ def run_followup_command(args: argparse.Namespace) -> None:
         followup_seg=args.followup_seg,
         preprocess=args.preprocess,
         log=log,
-        report=not args.no_report,
+        report=None if args.no_report else write_followup_report,
     )
     flag = " [FLAGGED: review carefully]" if result.flagged else ""
     print(f"response (imaging only): {result.response}{flag}")

@@ -1,12 +1,13 @@
-"""RANO response assessment: measurements of one scan (:mod:`bratseg.measurement.rano`) and the
-comparison of two time points (:mod:`bratseg.measurement.followup`, the category rules in
-:mod:`bratseg.measurement.response`).
+"""RANO response assessment of label maps: the measurements of one scan
+(:mod:`bratseg.measurement.rano`) and the category rules of a change between two
+(:mod:`bratseg.measurement.response`). Pure analysis of label maps: segmenting and comparing
+time points is :mod:`bratseg.followup`'s.
 
 The figures follow the measurement contract of the project (``Measurement``, ``Lesion``,
-``Diameter``, ``measure``, ``measure_file``, ``FollowupResult``, ``run_followup``). Beyond the
-contract's ``measurable`` rule (both diameters at least 10 mm) a lesion is measurable only when
-it is seen on at least two axial slices, and on slices thicker than 5 mm only when both
-diameters are at least twice the slice thickness (RANO). Extra JSON keys: per lesion
+``Diameter``, ``measure``, ``measure_file``; ``FollowupResult`` and ``run_followup`` are in
+:mod:`bratseg.followup`). Beyond the contract's ``measurable`` rule (both diameters at least
+10 mm) a lesion is measurable only when it is seen on at least two axial slices, and on slices
+thicker than 5 mm only when both diameters are at least twice the slice thickness (RANO). Extra JSON keys: per lesion
 ``slices_spanned`` and both diameters' ends (``longest``, ``perpendicular``: ``start``, ``end``
 in voxel coordinates, ``length_mm``); per measurement ``target_count``, ``measurable_disease``,
 ``axial_axis``, ``slice_thickness_mm``, ``notes``; ``followup.json`` adds ``reasons``,
@@ -23,13 +24,4 @@ True
 
 from bratseg.measurement.rano import Diameter, Lesion, Measurement, measure, measure_file
 
-__all__ = ["Diameter", "FollowupResult", "Lesion", "Measurement", "measure", "measure_file", "run_followup"]
-
-
-def __getattr__(name: str):
-    # The follow-up part pulls in SimpleITK and the native pipeline: loaded when first used.
-    if name in ("FollowupResult", "run_followup"):
-        from bratseg.measurement import followup
-
-        return getattr(followup, name)
-    raise AttributeError(f"module 'bratseg.measurement' has no attribute {name!r}")
+__all__ = ["Diameter", "Lesion", "Measurement", "measure", "measure_file"]

@@ -5,7 +5,7 @@ Rules, in this order (Wen et al., J Clin Oncol 2023, imaging part):
 
 1. **complete response**: enhancing tumour at baseline, none at follow-up.
 2. **progressive disease**: the SPD of the baseline's target lesions (measured again at
-   follow-up, :mod:`bratseg.measurement.tracking`) up by 25 % or more, or the enhancing
+   follow-up, :mod:`bratseg.followup.tracking`) up by 25 % or more, or the enhancing
    tumour volume up by 40 % or more (both against a baseline with measurable disease), or a
    new measurable enhancing lesion (more than :data:`NEW_LESION_MM` from any baseline
    enhancement once the scans are registered), or, from a baseline without measurable

@@ -1,4 +1,5 @@
-"""The PDF report of a follow-up comparison (:func:`bratseg.measurement.followup.run_followup`).
+"""The PDF report of a follow-up comparison (:func:`bratseg.followup.run_followup`, which calls
+:func:`write_followup_report` when its caller passes it as ``report``).
 
 Page 1: both time points (source, path, confidence), the response category and why, the
 measurements side by side (SPD, region volumes) with their changes, the new / resolved /
@@ -22,8 +23,8 @@ from bratseg.reporting.render import display_slice, orientation, render_overlay,
 from bratseg.reporting.report import _MATPLOTLIB_LOCK, DISCLAIMER, PageWriter
 
 if TYPE_CHECKING:
-    from bratseg.measurement.followup import FollowupResult
-    from bratseg.measurement.timepoint import TimePoint
+    from bratseg.followup.compare import FollowupResult, ReportMaps
+    from bratseg.followup.timepoint import TimePoint
 
 _PAGE = (8.27, 11.69)  # A4 portrait, inches
 _RED = "#b00020"
@@ -194,23 +195,17 @@ def _targets_page(figure, result, base, follow, images) -> None:
     figure.text(0.07, 0.03, DISCLAIMER, fontsize=8, color=_RED, weight="bold")
 
 
-def write_followup_report(
-    result: FollowupResult,
-    base: TimePoint,
-    follow: TimePoint,
-    follow_on_base: np.ndarray,
-    difference: np.ndarray,
-    images: dict[str, np.ndarray],
-    path: str | Path,
-) -> Path:
-    """Write the follow-up report to ``path`` atomically. ``images`` holds the T1ce of each
-    time point on the baseline grid (``baseline``, ``followup``) and the follow-up's on its own
-    label grid (``followup_own``)."""
+def write_followup_report(result: FollowupResult, maps: ReportMaps, path: str | Path) -> Path:
+    """Write the follow-up report of ``result`` to ``path`` atomically; ``maps`` holds the time
+    points, the label and difference maps and the T1ce images it draws
+    (:class:`~bratseg.followup.compare.ReportMaps`)."""
     import matplotlib
     from matplotlib.backends.backend_pdf import PdfPages
     from matplotlib.figure import Figure
 
     path = Path(path)
+    base, follow, images = maps.baseline, maps.followup, maps.images
+    follow_on_base, difference = maps.followup_on_baseline, maps.difference
 
     def write(tmp: Path) -> None:
         with _MATPLOTLIB_LOCK, matplotlib.rc_context({"pdf.fonttype": 42, "font.family": "DejaVu Sans"}):

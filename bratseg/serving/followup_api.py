@@ -8,7 +8,7 @@ Fields: each time point's scans as ``/api/predict`` takes them, prefixed ``basel
 (``baseline_seg``, ``followup_seg``: used instead of segmenting, in the scans' world
 coordinates, BraTS 2017-2020 or 2023 labels), and ``preprocess`` (``auto``, ``native``, ``none``).
 
-The answer is ``followup.json`` (:meth:`bratseg.measurement.followup.FollowupResult.to_json`)
+The answer is ``followup.json`` (:meth:`bratseg.followup.FollowupResult.to_json`)
 plus ``viewer_urls`` and ``labels_urls`` (each time point's viewer, with its target lesions'
 diameters, and label map), ``report_url`` (the comparison's PDF), ``json_url``,
 ``difference_url`` and ``followup_seg_on_baseline_url``. Errors are JSON with a 4xx status,

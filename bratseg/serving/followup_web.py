@@ -1,6 +1,6 @@
 """The follow-up mode of the web front ends (the Flask API's ``/api/followup`` and the Gradio
 demo's follow-up section): two time points compared by
-:func:`bratseg.measurement.followup.run_followup`, its files kept in the
+:func:`bratseg.followup.run_followup`, its files kept in the
 :class:`~bratseg.serving.results.ResultStore` for download and for the viewer.
 
 Each time point becomes a viewer result of its own: its label map on its own grid, its T1ce on
@@ -59,7 +59,7 @@ _OWN_LABELS = {"baseline": "baseline_seg.nii.gz", "followup": "followup_seg.nii.
 
 
 class SlotSegmenter:
-    """The service's segmenter as :func:`~bratseg.measurement.followup.run_followup` uses it:
+    """The service's segmenter as :func:`~bratseg.followup.run_followup` uses it:
     every prediction (``segment``) waits for and holds one of the service's slots, so a
     follow-up never runs more predictions at once than the server allows."""
 
@@ -107,7 +107,8 @@ def compare(
     """Run the follow-up comparison of ``points`` in ``workdir`` and keep its results in
     ``results``. Raises :class:`~bratseg.errors.BratsegError` subclasses only: the input's
     own errors, or :class:`CaseProcessingError` naming both time points for anything else."""
-    from bratseg.measurement.followup import run_followup
+    from bratseg.followup import run_followup
+    from bratseg.reporting.followup_report import write_followup_report
 
     base, follow = points["baseline"], points["followup"]
     out = Path(workdir) / "followup-out"
@@ -120,6 +121,7 @@ def compare(
             baseline_seg=base.seg,
             followup_seg=follow.seg,
             preprocess=preprocess,
+            report=write_followup_report,
         )
         body = result.to_json()
         shared = {

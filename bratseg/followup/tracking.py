@@ -20,9 +20,9 @@ import numpy as np
 import SimpleITK as sitk
 from scipy.spatial import cKDTree
 
+from bratseg.followup.timepoint import TimePoint
 from bratseg.measurement.rano import Measurement, enhancing_components
 from bratseg.measurement.response import NEW_LESION_MM
-from bratseg.measurement.timepoint import TimePoint
 
 
 @dataclass

@@ -1,11 +1,11 @@
 """Two time points compared: ``bratseg followup BASELINE FOLLOWUP --out DIR``.
 
-Each time point is segmented on its own path (:mod:`bratseg.measurement.timepoint`) and
+Each time point is segmented on its own path (:mod:`bratseg.followup.timepoint`) and
 measured on its own grid (:func:`bratseg.measurement.rano.measure`: RANO diameters, SPD,
 volumes). The follow-up T1ce is registered rigidly to the baseline T1ce, both brain-masked
 (:func:`bratseg.native.registration.coregister_rigid`, started from the brains' centres of
 mass); through that transform the follow-up lesions are matched to the baseline's targets
-(:mod:`bratseg.measurement.tracking`: the follow-up SPD compared is theirs, measured again,
+(:mod:`bratseg.followup.tracking`: the follow-up SPD compared is theirs, measured again,
 and a far measurable lesion is new), and the follow-up label map is resampled onto the
 baseline grid (nearest neighbour) to show both on one grid and to map new / resolved / stable
 tumour. The category comes from :mod:`bratseg.measurement.response`.
@@ -13,7 +13,10 @@ tumour. The category comes from :mod:`bratseg.measurement.response`.
 ``DIR`` receives ``followup.json`` (:meth:`FollowupResult.to_json`), ``baseline_seg.nii.gz``
 (baseline grid), ``followup_seg.nii.gz`` (the follow-up's own grid),
 ``followup_seg_on_baseline.nii.gz``, ``difference.nii.gz`` (baseline grid, whole tumour: 0 none,
-1 new, 2 resolved, 3 stable) and ``report.pdf``.
+1 new, 2 resolved, 3 stable) and, when a ``report`` writer is given (the command passes
+:func:`bratseg.reporting.followup_report.write_followup_report`), ``report.pdf``. The
+comparison itself draws nothing: the writer gets the result and the :class:`ReportMaps` and
+runs before ``followup.json`` is written, so the JSON's ``seconds`` covers the report too.
 """
 
 from __future__ import annotations
@@ -29,16 +32,16 @@ import numpy as np
 import SimpleITK as sitk
 
 from bratseg.errors import InvalidCaseError, OutputError
-from bratseg.measurement.rano import Measurement, measure
-from bratseg.measurement.response import CRITERIA, classify, percent_change
-from bratseg.measurement.timepoint import (
+from bratseg.followup.timepoint import (
     TimePoint,
     TimePointSource,
     as_case_or_study,
     given_timepoint,
     segment_timepoint,
 )
-from bratseg.measurement.tracking import track
+from bratseg.followup.tracking import track
+from bratseg.measurement.rano import Measurement, measure
+from bratseg.measurement.response import CRITERIA, classify, percent_change
 
 DIFFERENCE_LABELS = {0: "none", 1: "new", 2: "resolved", 3: "stable"}
 """Values of ``difference.nii.gz`` (whole tumour, on the baseline grid)."""
@@ -112,6 +115,25 @@ class FollowupResult:
             "files": dict(FILES),
             "seconds": round(self.seconds, 1),
         }
+
+
+@dataclass
+class ReportMaps:
+    """What a follow-up report draws besides the :class:`FollowupResult`: both time points, the
+    follow-up label map on the baseline grid, the difference map (``difference.nii.gz``) and the
+    T1ce of each time point on the baseline grid (``images``: ``baseline``, ``followup``) and the
+    follow-up's on its own label grid (``followup_own``)."""
+
+    baseline: TimePoint
+    followup: TimePoint
+    followup_on_baseline: np.ndarray
+    difference: np.ndarray
+    images: dict[str, np.ndarray]
+
+
+ReportWriter = Callable[[FollowupResult, ReportMaps, Path], object]
+"""Writes the report of a comparison to the path given
+(:func:`bratseg.reporting.followup_report.write_followup_report`)."""
 
 
 def register_followup(baseline: TimePoint, followup: TimePoint) -> Registration:
@@ -220,12 +242,13 @@ def run_followup(
     followup_seg: str | Path | None = None,
     preprocess: str = "auto",
     log: Callable[[str], None] | None = None,
-    report: bool = True,
+    report: ReportWriter | None = None,
 ) -> FollowupResult:
     """Compare ``followup`` with ``baseline`` and write the results to ``out_dir`` (module
     docstring). ``segmenter`` segments the time points whose label map is not given (None:
-    the shipped model, loaded when needed). Raises :class:`~bratseg.errors.BratsegError`
-    subclasses, naming the file, for unusable input."""
+    the shipped model, loaded when needed); ``report`` writes ``report.pdf`` (None: no
+    report). Raises :class:`~bratseg.errors.BratsegError` subclasses, naming the file, for
+    unusable input."""
     started = time.perf_counter()
     out_dir = _prepare_out_dir(Path(out_dir), [baseline, followup, baseline_seg, followup_seg])
     say = log or (lambda line: None)
@@ -298,16 +321,14 @@ def run_followup(
     _save(follow.label_image(), out_dir / FILES["followup_seg"])
     _save(_like_baseline(follow_on_base, base), out_dir / FILES["followup_seg_on_baseline"])
     _save(_like_baseline(difference, base), out_dir / FILES["difference"])
-    if report:
-        from bratseg.reporting.followup_report import write_followup_report
-
+    if report is not None:
         identity = sitk.Transform()
         images = {
             "baseline": resample_onto(base.t1ce, base, identity, False),
             "followup": resample_onto(follow.t1ce, base, registration.transform, False),
             "followup_own": resample_onto(follow.t1ce, follow, identity, False),
         }
-        write_followup_report(result, base, follow, follow_on_base, difference, images, out_dir / FILES["report"])
+        report(result, ReportMaps(base, follow, follow_on_base, difference, images), out_dir / FILES["report"])
     result.seconds = time.perf_counter() - started
     _write_json(result, out_dir / FILES["json"])
     return result

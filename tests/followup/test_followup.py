@@ -1,4 +1,4 @@
-"""Follow-up comparison (:mod:`bratseg.measurement.followup`) and ``bratseg followup``.
+"""Follow-up comparison (:mod:`bratseg.followup`) and ``bratseg followup``.
 
 A real case against copies of its expert label scaled about the tumour's centre by a known
 factor (diameters x s, so the SPD x s^2 and volumes x s^3), with the enhancing tumour removed,
@@ -21,9 +21,10 @@ import SimpleITK as sitk
 from scipy import ndimage
 
 from bratseg.cli import main
-from bratseg.measurement.followup import FILES, run_followup
+from bratseg.followup import FILES, run_followup
 from bratseg.measurement.rano import measure_file
 from bratseg.measurement.response import CRITERIA, classify
+from bratseg.reporting.followup_report import write_followup_report
 
 pypdf = pytest.importorskip("pypdf")
 
@@ -150,7 +151,7 @@ def test_grown_copy_new_lesion_and_complete_response(brats18_case: Path, tmp_pat
     factor = 1.2  # SPD x 1.44, volumes x 1.728
     grown = _scaled_copy(seg, factor, tmp_path / "grown.nii.gz")
     result = run_followup(None, brats18_case, brats18_case, tmp_path / "grown", baseline_seg=seg,
-                          followup_seg=grown, report=False)  # fmt: skip
+                          followup_seg=grown, report=None)  # fmt: skip
     assert result.response == "progressive disease"
     assert result.change["spd_percent"] == pytest.approx(100 * (factor**2 - 1), abs=6)
     assert result.change["volumes_percent"]["enhancing tumour"] == pytest.approx(100 * (factor**3 - 1), abs=6)
@@ -159,14 +160,14 @@ def test_grown_copy_new_lesion_and_complete_response(brats18_case: Path, tmp_pat
 
     with_new = _edited_copy(seg, tmp_path / "new.nii.gz", new_lesion_mm=16.0)
     result = run_followup(None, brats18_case, brats18_case, tmp_path / "new", baseline_seg=seg,
-                          followup_seg=with_new, report=False)  # fmt: skip
+                          followup_seg=with_new, report=None)  # fmt: skip
     assert result.new_measurable_lesions == 1 and result.response == "progressive disease"
     assert result.change["spd_percent"] < 25  # the new lesion alone makes it progression
     assert any("new measurable" in reason for reason in result.reasons)
 
     gone = _edited_copy(seg, tmp_path / "gone.nii.gz", drop_enhancing=True)
     result = run_followup(None, brats18_case, brats18_case, tmp_path / "gone", baseline_seg=seg,
-                          followup_seg=gone, report=False)  # fmt: skip
+                          followup_seg=gone, report=None)  # fmt: skip
     assert result.response == "complete response"
     assert result.change["volumes_percent"]["enhancing tumour"] == -100.0
     assert result.change["volumes_percent"]["whole tumour"] == 0.0
@@ -245,7 +246,7 @@ def _clinical_pose(case: Path, out: Path) -> Path:
 @pytest.mark.slow
 def test_test_retest_in_a_clinical_pose_is_stable(brats18_case: Path, tmp_path: Path, one_torch_thread):
     posed = _clinical_pose(brats18_case, tmp_path / "posed")
-    result = run_followup(None, brats18_case, posed, tmp_path / "out")
+    result = run_followup(None, brats18_case, posed, tmp_path / "out", report=write_followup_report)
     data = json.loads((tmp_path / "out" / FILES["json"]).read_text())
     assert data["baseline"]["path"] == "fast" and data["followup"]["path"] == "native"
     print("test-retest", result.change, result.registration, result.confidence)
