@@ -322,16 +322,24 @@ def run_followup(
     _save(_like_baseline(follow_on_base, base), out_dir / FILES["followup_seg_on_baseline"])
     _save(_like_baseline(difference, base), out_dir / FILES["difference"])
     if report is not None:
-        identity = sitk.Transform()
-        images = {
-            "baseline": resample_onto(base.t1ce, base, identity, False),
-            "followup": resample_onto(follow.t1ce, base, registration.transform, False),
-            "followup_own": resample_onto(follow.t1ce, follow, identity, False),
-        }
-        report(result, ReportMaps(base, follow, follow_on_base, difference, images), out_dir / FILES["report"])
+        maps = _report_maps(base, follow, follow_on_base, difference, registration.transform)
+        report(result, maps, out_dir / FILES["report"])
     result.seconds = time.perf_counter() - started
     _write_json(result, out_dir / FILES["json"])
     return result
+
+
+def _report_maps(
+    base: TimePoint, follow: TimePoint, follow_on_base: np.ndarray, difference: np.ndarray, transform: sitk.Transform
+) -> ReportMaps:
+    """The maps a report draws, the T1ce images resampled only when a report is asked for."""
+    identity = sitk.Transform()
+    images = {
+        "baseline": resample_onto(base.t1ce, base, identity, False),
+        "followup": resample_onto(follow.t1ce, base, transform, False),
+        "followup_own": resample_onto(follow.t1ce, follow, identity, False),
+    }
+    return ReportMaps(base, follow, follow_on_base, difference, images)
 
 
 def _notes(points: dict[str, TimePoint], registration: Registration) -> list[str]:
