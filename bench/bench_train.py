@@ -24,7 +24,7 @@ from bratseg.model.unet import build_unet, unet_kwargs
 from bratseg.preprocessing.config import PreprocessingConfig
 from bratseg.training.config import TrainConfig
 from bratseg.training.dataset import SliceDataset, seed_worker
-from bratseg.training.losses import build_loss
+from bratseg.training.losses import RegionDiceBCELoss
 from bratseg.training.trainer import _autocast
 
 
@@ -47,7 +47,6 @@ def main() -> None:
     dataset = SliceDataset(
         args.cache,
         split["train"],
-        cfg.target,
         cfg.augment,
         cfg.modality_dropout,
         patch_size=cfg.patch_size or None,
@@ -57,7 +56,7 @@ def main() -> None:
     model = build_unet(**unet_kwargs(cfg.to_dict(), in_channels=len(prep.channels)))
     model = model.to(memory_format=memory_format).train()
     optimizer = torch.optim.AdamW(model.parameters(), lr=cfg.lr)
-    loss_fn = build_loss(cfg.target)
+    loss_fn = RegionDiceBCELoss()
     device = torch.device("cpu")
     rates = []
     for repeat in range(args.repeats + 1):

@@ -1,6 +1,6 @@
 """Compare model choices by training each on the same slice cache.
 
-For each configuration (encoder, input size, output kind, modality dropout) this trains with
+For each configuration (encoder, input size, modality dropout) this trains with
 ``bratseg.training`` for a fixed budget and reports the validation Dice per region (on the
 cached slices of the split's validation cases) with all four modalities and with FLAIR + T1ce
 alone, plus the CPU inference speed of the architecture (bf16, 2 threads).
@@ -8,7 +8,8 @@ alone, plus the CPU inference speed of the architecture (bf16, 2 threads).
     python bench/compare_configs.py --cache CACHE_DIR --out OUT_DIR [--epochs 30] [--only NAME ...]
     python bench/compare_configs.py --cpu-speed-only      # architecture speed on this CPU
 
-Results go to OUT_DIR/results.json and a Markdown table on stdout.
+Results go to OUT_DIR/results.json and a Markdown table on stdout. BENCHMARKS.md's first
+table also has a 4-class softmax configuration: that output kind is no longer trained.
 """
 
 from __future__ import annotations
@@ -29,7 +30,6 @@ CONFIGS: dict[str, dict] = {
     "efficientnet-b0-160x192-regions": {"encoder": "efficientnet-b0"},
     "mobilenet_v2-160x192-regions": {"encoder": "mobilenet_v2"},
     "resnet18-128x128-regions": {"resize": [128, 128]},
-    "resnet18-160x192-classes": {"target": "classes"},
     "resnet18-160x192-regions-no-dropout": {"modality_dropout": 0.0},
 }
 
@@ -61,26 +61,26 @@ def resized_cache(cache: Path, out: Path, size: tuple[int, int]) -> Path:
     return out
 
 
-def evaluate(run_dir: Path, cache: Path, target: str, device: torch.device) -> dict:
+def evaluate(run_dir: Path, cache: Path, device: torch.device) -> dict:
     """Validation Dice (mean over cases) with all modalities and with FLAIR + T1ce only."""
     from safetensors.torch import load_file
 
     from bratseg.model.unet import build_unet
     from bratseg.training.config import TrainConfig
     from bratseg.training.dataset import SliceDataset
-    from bratseg.training.losses import build_loss
+    from bratseg.training.losses import RegionDiceBCELoss
     from bratseg.training.trainer import DistributedContext, _validate
 
     cfg = TrainConfig.from_json(run_dir / "train_config.json")
-    model = build_unet(encoder_name=cfg.encoder, in_channels=4, classes=3 if target == "regions" else 4)
+    model = build_unet(encoder_name=cfg.encoder, in_channels=4, classes=3)
     model.load_state_dict(load_file(str(run_dir / "best.safetensors")))
     model.to(device, memory_format=torch.channels_last)
     split = json.loads((cache / "split.json").read_text())
     ctx = DistributedContext()
     out = {}
     for name, dropout in (("all4", 0.0), ("flair_t1ce", 1.0)):
-        ds = SliceDataset(cache, split["val"], target, augment=False, modality_dropout=dropout)
-        _, dice = _validate(model, ds, sorted(set(ds.case_of)), build_loss(target), cfg, ctx)
+        ds = SliceDataset(cache, split["val"], augment=False, modality_dropout=dropout)
+        _, dice = _validate(model, ds, sorted(set(ds.case_of)), RegionDiceBCELoss(), cfg, ctx)
         out[name] = {k: round(float(dice[:, i].mean()), 4) for i, k in enumerate(("WT", "TC", "ET"))}
     return out
 
@@ -148,7 +148,7 @@ def main() -> None:
         results[name] = {
             "train_seconds": round(seconds, 1),
             "best_epoch": best["epoch"],
-            **evaluate(run_dir, cache, cfg.target, device),
+            **evaluate(run_dir, cache, device),
         }
         print(name, json.dumps(results[name]), flush=True)
         (args.out / "results.json").write_text(json.dumps(results, indent=2) + "\n")

@@ -19,12 +19,12 @@ from test_hub import serving_fake_hub
 
 import bratseg
 from bratseg.errors import ModelLoadError
-from bratseg.export import MODEL_FILES, export_run
 from bratseg.inference.predictor import Segmenter
 from bratseg.model.unet import build_unet
 from bratseg.preprocessing.config import PreprocessingConfig
 from bratseg.reporting.report import model_info
 from bratseg.training.config import TrainConfig
+from bratseg.training.export import MODEL_FILES, export_run
 from bratseg.training.trainer import train
 
 # Share of voxels on which a float16 export must agree with the float32 weights. Rounding the
@@ -57,7 +57,7 @@ def direct_segmenter(run_dir: Path) -> Segmenter:
     prep = PreprocessingConfig.from_json(run_dir / "preprocessing.json")
     model = build_unet(encoder_name=config["encoder"], in_channels=len(prep.modalities), classes=3)
     model.load_state_dict(load_file(str(run_dir / "best.safetensors")))
-    return Segmenter(model, prep, config["target"], precision="fp32")
+    return Segmenter(model, prep, precision="fp32")
 
 
 def test_float32_export_is_exact(run_dir: Path, case: Path, tmp_path: Path):
@@ -264,3 +264,24 @@ def test_cli_export_pushes_to_the_hub(run_dir: Path, tmp_path: Path, capsys, fak
     commit = next(r for r in fake_hub.requests if r.path.endswith("/commit/exp1"))
     assert json.loads(commit.body.decode().splitlines()[0])["value"]["summary"] == "tiny run, 2 epochs"
     assert commit.headers["authorization"] == f"Bearer {TOKEN}"
+
+
+def test_export_writes_the_post_processing_and_tta(run_dir: Path, tmp_path: Path):
+    """bratseg.json holds the post-processing and TTA: cross-validation's choice by default, or
+    what export is told (API and CLI); the segmenter loaded from the folder applies them."""
+    from bratseg.cli import main
+    from bratseg.model.metadata import InferenceSettings
+
+    default = json.loads((export_run(run_dir, tmp_path / "default") / "bratseg.json").read_text())
+    assert default["postprocessing"] == {"min_component_fraction": 0.1} and default["tta"] == "none"
+    chosen = export_run(run_dir, tmp_path / "chosen", settings=InferenceSettings(0.0, "flips"))
+    meta = json.loads((chosen / "bratseg.json").read_text())
+    assert meta["postprocessing"] == {"min_component_fraction": 0.0} and meta["tta"] == "flips"
+    segmenter = bratseg.from_pretrained(chosen)
+    assert segmenter.min_component_fraction == 0.0 and segmenter.flip_tta
+    out = tmp_path / "cli"
+    assert main(["export", str(run_dir), "--out", str(out), "--min-component-fraction", "0.2", "--tta", "flips"]) == 0
+    meta = json.loads((out / "bratseg.json").read_text())
+    assert meta["postprocessing"] == {"min_component_fraction": 0.2} and meta["tta"] == "flips"
+    assert main(["export", str(run_dir), "--out", str(tmp_path / "bad"), "--min-component-fraction", "2"]) == 2
+    assert not (tmp_path / "bad").exists()

@@ -15,7 +15,7 @@ import bratseg
 from bratseg.data.io import load_case
 from bratseg.data.layout import case_from_folder
 from bratseg.errors import ModelLoadError
-from bratseg.inference.predictor import SHIPPED_MODEL, Segmenter, fold_batchnorm, load_model
+from bratseg.inference.predictor import SHIPPED_MODEL, Segmenter, load_model
 from bratseg.model.precision import cpu_has_bf16
 from bratseg.synthetic import write_synthetic_case
 
@@ -51,10 +51,14 @@ def test_folded_model_matches_smp_on_shipped_weights():
     assert torch.allclose(got, expected, atol=1e-4 * float(expected.abs().max()), rtol=1e-4)
 
 
-def test_folding_uses_the_running_statistics():
-    """Folding must use the running statistics, not only the affine parameters."""
+def test_folding_uses_the_running_statistics(tmp_path, monkeypatch):
+    """Folding must use the running statistics, not only the affine parameters: on the first
+    load (fx) and on the network rebuilt from the cache."""
     import segmentation_models_pytorch as smp
 
+    from bratseg.inference import network_cache
+
+    monkeypatch.setenv("BRATSEG_CACHE_DIR", str(tmp_path / "cache"))
     torch.manual_seed(0)
     reference = smp.Unet("resnet34", encoder_weights=None, in_channels=4, classes=3)
     for m in reference.modules():
@@ -64,12 +68,15 @@ def test_folding_uses_the_running_statistics():
             m.weight.data.uniform_(0.5, 1.5)
             m.bias.data.uniform_(-0.5, 0.5)
     reference.eval()
-    folded = fold_batchnorm(reference)
-    assert not any(isinstance(m, torch.nn.BatchNorm2d) for m in folded.modules())
+    reference.save_pretrained(tmp_path / "model")
+    folded = network_cache.store_description(tmp_path / "model", reference)
+    rebuilt = network_cache.load_folded_network(tmp_path / "model")
     x = torch.randn(1, 4, 96, 64)
-    with torch.inference_mode():
-        expected, got = reference(x), folded(x)
-    assert torch.allclose(got, expected, atol=1e-4 * float(expected.abs().max()), rtol=1e-4)
+    for network in (folded, rebuilt):
+        assert network is not None and not any(isinstance(m, torch.nn.BatchNorm2d) for m in network.modules())
+        with torch.inference_mode():
+            expected, got = reference(x), network(x)
+        assert torch.allclose(got, expected, atol=1e-4 * float(expected.abs().max()), rtol=1e-4)
 
 
 def test_other_architectures_load_and_predict(tmp_path, small_case):
@@ -169,6 +176,51 @@ def test_model_folder_errors(tmp_path):
         Segmenter.from_pretrained(corrupt)
 
 
+def _folder_with(tmp_path: Path, name: str, **meta_changes) -> Path:
+    """A copy of the shipped model folder whose bratseg.json has ``meta_changes`` (None removes)."""
+    folder = tmp_path / name
+    shutil.copytree(SHIPPED_MODEL, folder)
+    meta = json.loads((folder / "bratseg.json").read_text())
+    meta.update(meta_changes)
+    meta = {k: v for k, v in meta.items() if v is not None}
+    (folder / "bratseg.json").write_text(json.dumps(meta))
+    return folder
+
+
+def test_shipped_folder_states_the_post_processing_cross_validation_chose():
+    meta = json.loads((SHIPPED_MODEL / "bratseg.json").read_text())
+    assert meta["postprocessing"] == {"min_component_fraction": 0.1} and meta["tta"] == "none"
+    segmenter = Segmenter.from_pretrained()
+    assert segmenter.min_component_fraction == 0.1 and not segmenter.flip_tta
+
+
+def test_post_processing_and_tta_come_from_the_model_folder(tmp_path, segmenter, small_case):
+    """A folder whose bratseg.json says otherwise gets that behaviour; a folder without the
+    block gets the defaults; arguments given to from_pretrained win over the folder."""
+    other = _folder_with(tmp_path, "other", postprocessing={"min_component_fraction": 0.0}, tta="flips")
+    loaded = Segmenter.from_pretrained(other)
+    assert loaded.min_component_fraction == 0.0 and loaded.flip_tta
+    explicit = Segmenter(segmenter.model, segmenter.preprocessing, flip_tta=True, min_component_fraction=0.0)
+    assert np.array_equal(loaded.predict(small_case), explicit.predict(small_case))
+    overridden = Segmenter.from_pretrained(other, flip_tta=False, min_component_fraction=0.2)
+    assert overridden.min_component_fraction == 0.2 and not overridden.flip_tta
+    bare = Segmenter.from_pretrained(_folder_with(tmp_path, "bare", postprocessing=None, tta=None))
+    assert bare.min_component_fraction == 0.1 and not bare.flip_tta
+
+
+def test_model_folder_metadata_errors(tmp_path):
+    """What this bratseg cannot apply is refused at load, naming the folder and the entry."""
+    cases = {
+        "classes": ({"target": "classes"}, "target 'classes' is not supported"),
+        "unknown": ({"postprocessing": {"relabel_small_enhancing": 50}}, "unknown keys"),
+        "fraction": ({"postprocessing": {"min_component_fraction": 1.5}}, "min_component_fraction"),
+        "tta": ({"tta": "rotations"}, "tta must be one of"),
+    }
+    for name, (changes, message) in cases.items():
+        with pytest.raises(ModelLoadError, match=f"{name}: bratseg.json's .*{message}"):
+            Segmenter.from_pretrained(_folder_with(tmp_path, name, **changes))
+
+
 def _dice(pred: np.ndarray, ref: np.ndarray) -> float:
     denom = pred.sum() + ref.sum()
     return 1.0 if denom == 0 else 2.0 * float((pred & ref).sum()) / float(denom)
@@ -192,10 +244,12 @@ def test_shipped_model_quality_on_a_validation_case(segmenter, brats18_case: Pat
 
 
 def test_cached_network_computes_exactly_what_smp_folded_computes(tmp_path, monkeypatch):
+    from torch.fx.experimental.optimization import fuse
+
     from bratseg.inference import network_cache
 
     monkeypatch.setenv("BRATSEG_CACHE_DIR", str(tmp_path / "cache"))
-    reference = fold_batchnorm(_shipped_smp())
+    reference = fuse(_shipped_smp())  # what the SMP path folds with
     assert network_cache.load_folded_network(SHIPPED_MODEL) is None  # empty cache
     load_model(SHIPPED_MODEL)  # the SMP path stores the description
     assert len(list((tmp_path / "cache" / "networks").glob("*.json"))) == 1

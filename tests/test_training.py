@@ -21,12 +21,12 @@ from safetensors.torch import load_file
 
 from bratseg.cli import main
 from bratseg.errors import BratsegError, ModelLoadError
-from bratseg.export import export_run
 from bratseg.model.unet import build_unet
 from bratseg.preprocessing.cache import build_cache
 from bratseg.preprocessing.config import PreprocessingConfig
 from bratseg.training import trainer
 from bratseg.training.config import TrainConfig
+from bratseg.training.export import export_run
 from bratseg.training.trainer import epoch_seed, train
 
 # The options of every run below, as TrainConfig fields and as `bratseg train` flags.
@@ -321,3 +321,21 @@ def test_bratseg_train_takes_init_weights_from_the_command_line(reference_run: P
         + ["--init-weights", str(reference_run / "model")]
     )
     assert json.loads((out / "train_config.json").read_text())["init_weights"] == str(reference_run / "model")
+
+
+def test_only_region_models_are_trained(tmp_path: Path):
+    """The softmax output is gone: a config asking for it is refused, as is exporting a run
+    that trained one."""
+    with pytest.raises(ValueError, match="'regions' models only"):
+        TrainConfig(target="classes")
+    config = tmp_path / "classes.json"
+    config.write_text(json.dumps({"target": "classes"}))
+    with pytest.raises(ValueError, match="'regions' models only"):
+        TrainConfig.from_json(config)
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "best.safetensors").write_bytes(b"")
+    (run / "train_config.json").write_text(json.dumps({**TrainConfig().to_dict(), "target": "classes"}))
+    PreprocessingConfig().to_json(run / "preprocessing.json")
+    with pytest.raises(ModelLoadError, match="'classes' run"):
+        export_run(run, tmp_path / "model")

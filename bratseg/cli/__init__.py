@@ -53,7 +53,6 @@ def _cmd_train(args: argparse.Namespace) -> None:
         encoder=args.encoder,
         batch_size=args.batch_size,
         lr=args.lr,
-        target=args.target,
         num_workers=args.num_workers,
         threads=args.threads,
         seed=args.seed,
@@ -68,8 +67,9 @@ def _cmd_train(args: argparse.Namespace) -> None:
 
 
 def _cmd_export(args: argparse.Namespace) -> None:
-    from bratseg.export import export_run
     from bratseg.model.hub import is_hub_id
+    from bratseg.model.metadata import InferenceSettings
+    from bratseg.training.export import export_run
 
     push = args.push_to_hub
     if push is None and (args.private or args.revision or args.commit_message):
@@ -83,6 +83,7 @@ def _cmd_export(args: argparse.Namespace) -> None:
             checkpoint=args.checkpoint,
             confidence_threshold=args.confidence_threshold,
             repo_id=push or "",
+            settings=InferenceSettings(args.min_component_fraction, args.tta),
         )
     except ValueError as exc:  # an option out of range: reported like any other bad input
         raise BratsegError(str(exc)) from None
@@ -142,7 +143,6 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--encoder")
     p.add_argument("--batch-size", type=int)
     p.add_argument("--lr", type=float)
-    p.add_argument("--target", choices=["regions", "classes"])
     p.add_argument("--num-workers", type=int)
     p.add_argument("--threads", type=int)
     p.add_argument("--seed", type=int)
@@ -176,6 +176,21 @@ def build_parser() -> argparse.ArgumentParser:
         "--confidence-threshold",
         type=float,
         help="flag cases whose confidence score is below this (calibrated on unseen cases; stored in bratseg.json)",
+    )
+    from bratseg.model.metadata import DEFAULT_SETTINGS, TTA_MODES  # light: no torch import
+
+    p.add_argument(
+        "--min-component-fraction",
+        type=float,
+        default=DEFAULT_SETTINGS.min_component_fraction,
+        help="post-processing stored in bratseg.json: remove whole-tumour components smaller than this fraction "
+        "of the largest (0 keeps all; default %(default)s, chosen by cross-validation)",
+    )
+    p.add_argument(
+        "--tta",
+        choices=TTA_MODES,
+        default=DEFAULT_SETTINGS.tta,
+        help="test-time augmentation stored in bratseg.json (default %(default)s, chosen by cross-validation)",
     )
     p.add_argument(
         "--push-to-hub",

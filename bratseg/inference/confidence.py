@@ -62,11 +62,6 @@ LOW_CONFIDENCE_THRESHOLD: float = 0.71
 calibrated for the first shipped model on the 14 cases it never saw (BENCHMARKS.md)."""
 
 
-def is_valid_threshold(value: object) -> bool:
-    """Whether ``value`` can be a model's ``confidence_threshold``: a number in (0, 1]."""
-    return isinstance(value, (int, float)) and not isinstance(value, bool) and 0 < value <= 1
-
-
 POSSIBLE_PROBABILITY = 0.1
 """Whole-tumour probability above which a voxel counts as possibly tumour."""
 SURE_PROBABILITY = 0.9

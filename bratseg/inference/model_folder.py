@@ -52,17 +52,6 @@ def load_model(model_dir: str | Path, **hub_kwargs) -> tuple[torch.nn.Module, di
     return store_description(model_dir, model) or model, meta, config
 
 
-def fold_batchnorm(model: torch.nn.Module) -> torch.nn.Module:
-    """``model`` (in eval mode) with each BatchNorm folded into the convolution before it, by
-    torch.fx; a network that fx cannot trace is returned unchanged (folding only saves time)."""
-    from torch.fx.experimental.optimization import fuse
-
-    try:
-        return fuse(model)
-    except Exception:  # tracing failures have no common type; fall back to the eager model
-        return model
-
-
 def weights_version(model_dir: str | Path) -> str:
     """``sha256:`` and the first 12 hex digits of a model folder's weights file."""
     digest = hashlib.sha256()

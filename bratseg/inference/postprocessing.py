@@ -33,27 +33,3 @@ def remove_small_components(labels: np.ndarray, min_fraction: float) -> np.ndarr
     out = labels.copy()
     out[drop[components]] = 0
     return out
-
-
-def relabel_small_enhancing(labels: np.ndarray, min_voxels: int, enhancing: int = 4, core: int = 1) -> np.ndarray:
-    """Relabel all enhancing tumour as necrotic / non-enhancing core when the case holds
-    fewer than ``min_voxels`` enhancing voxels (0 disables), as nnU-Net does for BraTS.
-
-    BraTS scores a case whose reference has no enhancing tumour with ET Dice 1 only if the
-    prediction has none either, and low-grade gliomas often have none: a few enhancing voxels
-    predicted there cost a whole case's ET Dice, while real enhancing tumour is rarely that
-    small. The tumour core is unchanged (enhancing tumour belongs to it). ``enhancing`` and
-    ``core`` are the label values (BraTS 2020's 4 and 1 by default).
-
-    Example:
-        >>> labels = np.zeros((10, 10, 10), dtype=np.uint8); labels[:3, :3, :3] = 4
-        >>> int((relabel_small_enhancing(labels, 50) == 1).sum()), int((relabel_small_enhancing(labels, 20) == 4).sum())
-        (27, 27)
-    """
-    if min_voxels <= 0:
-        return labels
-    is_enhancing = labels == enhancing
-    if 0 < int(is_enhancing.sum()) < min_voxels:
-        labels = labels.copy()
-        labels[is_enhancing] = core
-    return labels

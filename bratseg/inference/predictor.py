@@ -27,21 +27,15 @@ import numpy as np
 import torch
 
 from bratseg.data.io import CaseVolumes, load_case
-from bratseg.data.labels import ED, ET, NCR, regions_to_labels, to_brats2020
+from bratseg.data.labels import regions_to_labels, to_brats2020
 from bratseg.data.layout import Case, case_from_folder
 from bratseg.errors import ModelLoadError
 from bratseg.inference import guards
-from bratseg.inference.confidence import is_valid_threshold
-from bratseg.inference.model_folder import (  # noqa: F401 (fold_batchnorm, REQUIRED_FILES: re-exported)
-    REQUIRED_FILES,
-    SHIPPED_MODEL,
-    fold_batchnorm,
-    load_model,
-    weights_version,
-)
+from bratseg.inference.model_folder import SHIPPED_MODEL, load_model, weights_version
 from bratseg.inference.postprocessing import remove_small_components
 from bratseg.inference.prediction import Prediction
 from bratseg.model.hub import is_hub_id, push_model_folder, resolve_model, split_revision
+from bratseg.model.metadata import DEFAULT_SETTINGS, TARGET, InferenceSettings, is_valid_threshold
 from bratseg.model.precision import parse_device, resolve_precision
 from bratseg.preprocessing.config import PreprocessingConfig
 from bratseg.preprocessing.context import with_context
@@ -87,18 +81,19 @@ class Segmenter:
     Args:
         model: the U-Net (an SMP model, BatchNorm folded or not).
         preprocessing: how inputs are prepared (from the model folder).
-        target: ``regions`` (sigmoid WT/TC/ET) or ``classes`` (softmax over 4 labels).
         batch_size: slices per forward pass.
         precision: ``bf16`` (autocast), ``fp32``, or ``auto``: bf16 on a GPU or a CPU with
             native bf16, else fp32.
-        flip_tta: average predictions over the three in-plane flips (4x the network time).
+        flip_tta: average predictions over the three in-plane flips (4x the network time);
+            :meth:`from_pretrained` takes it from the folder's ``bratseg.json`` (``"tta"``).
         device: torch device (``cpu``, ``cuda``, ``cuda:1``).
         threads: intra-op threads for torch (process-wide); None leaves torch's default
             (one per physical core).
         min_component_fraction: connected components of the whole tumour smaller than this
-            fraction of the largest are removed (0 keeps everything); chosen by
-            cross-validation over the 27 labelled cases, where it never lowered Dice
-            (BENCHMARKS.md, "Model v2").
+            fraction of the largest are removed (0 keeps everything); :meth:`from_pretrained`
+            takes it from the folder's ``bratseg.json`` (``"postprocessing"``). The defaults of
+            both are what cross-validation over the 27 labelled cases chose
+            (:data:`bratseg.model.metadata.DEFAULT_SETTINGS`).
         model_dir: the model folder it was loaded from (None for a model built in memory).
         confidence_threshold: the confidence score below which its predictions are flagged,
             calibrated per model on cases it never saw (``bratseg.json``; None: the default).
@@ -108,13 +103,12 @@ class Segmenter:
         self,
         model: torch.nn.Module,
         preprocessing: PreprocessingConfig,
-        target: str = "regions",
         batch_size: int = DEFAULT_BATCH_SIZE,
         precision: str = "auto",
-        flip_tta: bool = False,
+        flip_tta: bool = DEFAULT_SETTINGS.flip_tta,
         device: str | torch.device = "cpu",
         threads: int | None = None,
-        min_component_fraction: float = 0.1,
+        min_component_fraction: float = DEFAULT_SETTINGS.min_component_fraction,
         model_dir: str | Path | None = None,
         confidence_threshold: float | None = None,
     ):
@@ -125,7 +119,6 @@ class Segmenter:
         self.device = parse_device(device)
         self.model = model.float().eval().to(self.device, memory_format=torch.channels_last)
         self.preprocessing = preprocessing
-        self.target = target
         self.batch_size = batch_size
         self.precision = resolve_precision(precision, self.device)
         self.flip_tta = flip_tta
@@ -152,7 +145,9 @@ class Segmenter:
         cache (``HF_HUB_CACHE``); ``local_files_only`` reads the cache only (as
         ``HF_HUB_OFFLINE=1`` does); ``token`` reads a private or gated repo. ``source`` is then
         what was asked for: the id (``@commit`` it resolved to) or the folder. Other keyword
-        arguments go to :class:`Segmenter`.
+        arguments go to :class:`Segmenter`; ``flip_tta``, ``min_component_fraction`` and
+        ``confidence_threshold`` given there win over the folder's ``bratseg.json``
+        (:mod:`bratseg.model.metadata`), whose own values win over the defaults.
         """
         hub = {"revision": revision, "cache_dir": cache_dir, "local_files_only": local_files_only, "token": token}
         folder = resolve_model(model_dir, **hub) if model_dir is not None else SHIPPED_MODEL
@@ -172,11 +167,23 @@ class Segmenter:
                 f"{model_dir}: config.json has {in_channels} input channels but preprocessing.json "
                 f"gives {len(channels)} ({len(prep.modalities)} modalities)"
             )
+        target = meta.get("target", TARGET)
+        if target != TARGET:
+            raise ModelLoadError(
+                f"{model_dir}: bratseg.json's target {target!r} is not supported; bratseg predicts with "
+                f"{TARGET!r} models (sigmoid maps of WT, TC and ET) only"
+            )
         threshold = meta.get("confidence_threshold")
         if threshold is not None and not is_valid_threshold(threshold):
             raise ModelLoadError(f"{model_dir}: bratseg.json's confidence_threshold {threshold!r} is not in (0, 1]")
+        try:
+            settings = InferenceSettings.from_metadata(meta)
+        except ValueError as exc:
+            raise ModelLoadError(f"{model_dir}: bratseg.json's {exc}") from None
         kwargs.setdefault("confidence_threshold", threshold)
-        segmenter = cls(model, prep, meta.get("target", "regions"), model_dir=model_dir, **kwargs)
+        kwargs.setdefault("flip_tta", settings.flip_tta)
+        kwargs.setdefault("min_component_fraction", settings.min_component_fraction)
+        segmenter = cls(model, prep, model_dir=model_dir, **kwargs)
         segmenter.source = source  # the Hub id and commit, or the folder: what predicted
         return segmenter
 
@@ -274,7 +281,7 @@ class Segmenter:
             p = self._forward(x)
             if resize is not None:
                 p = resize_slices(p, window)
-            out[lo:hi] = self._to_region_probabilities(p).float().cpu()
+            out[lo:hi] = p.float().cpu()
         return NetworkOutput(out, time.perf_counter() - t0)
 
     def finish(self, prepared: PreparedInput, network: NetworkOutput) -> Prediction:
@@ -314,26 +321,16 @@ class Segmenter:
         return np.array_split(zs, n)
 
     def _forward(self, x: torch.Tensor) -> torch.Tensor:
-        """The network's probabilities (sigmoid per region, or softmax over classes) for a
-        batch, averaged over the in-plane flips with ``flip_tta``, as nnU-Net averages."""
+        """The network's region probabilities (a sigmoid per region) for a batch, averaged
+        over the in-plane flips with ``flip_tta``, as nnU-Net averages."""
         x = x.contiguous(memory_format=torch.channels_last)
         with self._autocast():
-            probs = self._activation(self.model(x).float())
+            probs = torch.sigmoid(self.model(x).float())
             if self.flip_tta:
                 for dims in ((2,), (3,), (2, 3)):
-                    probs += self._activation(self.model(x.flip(dims)).float()).flip(dims)
+                    probs += torch.sigmoid(self.model(x.flip(dims)).float()).flip(dims)
                 probs /= 4
         return probs
-
-    def _activation(self, logits: torch.Tensor) -> torch.Tensor:
-        return torch.sigmoid(logits) if self.target == "regions" else torch.softmax(logits, dim=1)
-
-    def _to_region_probabilities(self, probs: torch.Tensor) -> torch.Tensor:
-        """``[n, 3, H, W]`` WT, TC, ET probabilities; a 4-class softmax is summed into them."""
-        if self.target == "regions":
-            return probs
-        ncr, ed, et = probs[:, NCR], probs[:, ED], probs[:, ET]
-        return torch.stack([ncr + ed + et, ncr + et, et], dim=1)
 
 
 def _input_channels(prep: PreprocessingConfig) -> list[str]:

@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from bratseg.errors import BratsegError
+from bratseg.model.metadata import InferenceSettings
 
 if TYPE_CHECKING:
     from huggingface_hub import ModelCard
@@ -84,10 +85,7 @@ def _description(
 ) -> str:
     tc = meta["train_config"]
     resized = f", resized to {resize[0]} x {resize[1]}" if resize else ""
-    if meta["target"] == "regions":
-        output = "sigmoid maps of the overlapping regions " + ", ".join(meta["regions"])
-    else:
-        output = "softmax over background, NCR, ED, ET"
+    output = "sigmoid maps of the overlapping regions " + ", ".join(meta["regions"])
     dice_line = ", ".join(f"{k} {v:.3f}" for k, v in dice.items()) or "n/a"
     validation_line = (
         'Trained on every case of its cache, none held out (nnU-Net\'s fold "all"), so the run measured no '
@@ -96,6 +94,14 @@ def _description(
         else f"Validation Dice on the cached slices of the held-out cases at that epoch (mean over slices, "
         f"measured by the training run; the `model-index` above): {dice_line}."
     )
+    settings = InferenceSettings.from_metadata(meta)
+    removal = (
+        f"connected components of the whole tumour smaller than {settings.min_component_fraction * 100:g} % of "
+        "the largest are removed"
+        if settings.min_component_fraction
+        else "no connected components are removed"
+    )
+    tta = "predictions averaged over the in-plane flips" if settings.flip_tta else "no test-time augmentation"
     threshold = meta.get("confidence_threshold")
     threshold_line = f"\n- Cases with a confidence score below {threshold} are flagged for review." if threshold else ""
     where = repo_id or "path/to/this/folder"
@@ -112,6 +118,8 @@ skull-stripped, co-registered BraTS-space MRI; it runs with the bratseg package.
   {tc["modality_dropout"]}).
 - Output: {output};
   written as BraTS 2020 labels 0/1/2/4.
+- Post-processing (`bratseg.json`'s `postprocessing` and `tta`):
+  {removal}; {tta}.
 - Training: {tc["epochs"]} epochs at most, early stopping patience {tc["patience"]}, AdamW lr
   {tc["lr"]}, batch {tc["batch_size"]}, Dice + cross-entropy; weights of epoch {meta.get("epoch")}
   ({meta.get("checkpoint", "best")}).

@@ -23,11 +23,11 @@ DEFAULT_DECODER_CHANNELS = (256, 128, 64, 32, 16)  # SMP's default
 
 def unet_kwargs(train_config: Mapping, in_channels: int) -> dict:
     """:func:`build_unet`'s arguments for a run's ``train_config.json`` (runs written before
-    ``decoder_channels`` existed used SMP's default)."""
+    ``decoder_channels`` existed used SMP's default): three outputs, one per region (WT, TC, ET)."""
     return dict(
         encoder_name=train_config["encoder"],
         in_channels=in_channels,
-        classes=3 if train_config["target"] == "regions" else 4,
+        classes=3,
         decoder_channels=tuple(train_config.get("decoder_channels", DEFAULT_DECODER_CHANNELS)),
     )
 

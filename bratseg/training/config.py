@@ -19,8 +19,8 @@ class TrainConfig:
         decoder_channels: the U-Net decoder's channels, deepest first; SMP's default
             (256, 128, 64, 32, 16) costs more than the resnet18 encoder on the CPU, so lighter
             decoders are what pay for 2.5-D input or an ensemble.
-        target: ``regions`` (sigmoid over WT, TC, ET as nnU-Net does for BraTS) or
-            ``classes`` (softmax over background, NCR, ED, ET).
+        target: ``regions``, sigmoid outputs for WT, TC and ET as nnU-Net does for BraTS: the
+            only kind bratseg trains (kept so that every run's ``train_config.json`` says so).
         epochs: maximum epochs; training stops earlier after ``patience`` epochs without a
             better validation mean Dice.
         modality_dropout: probability of zeroing T1 and T2 in a training sample, so one model
@@ -52,7 +52,7 @@ class TrainConfig:
 
     encoder: str = "resnet18"
     decoder_channels: list[int] = field(default_factory=lambda: list(DEFAULT_DECODER_CHANNELS))
-    target: Literal["regions", "classes"] = "regions"
+    target: Literal["regions"] = "regions"
     epochs: int = 30
     patience: int = 5
     batch_size: int = 16
@@ -74,6 +74,10 @@ class TrainConfig:
     threads: int = 0
     seed: int = 0
     max_train_batches: int = 0  # 0 = whole epoch; a positive value caps it (smoke runs)
+
+    def __post_init__(self) -> None:
+        if self.target != "regions":
+            raise ValueError(f"target {self.target!r}: bratseg trains 'regions' models only (sigmoid WT, TC, ET)")
 
     @classmethod
     def from_json(cls, path: str | Path, **overrides) -> TrainConfig:

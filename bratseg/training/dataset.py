@@ -62,9 +62,8 @@ def training_augmentation(intensity: bool = False) -> Compose:
 
 
 class SliceDataset(Dataset):
-    """Slices of ``cases`` from a cache, as ``(image [C,H,W] float32, target)``.
-
-    ``target`` is ``[3, H, W]`` float region masks (WT, TC, ET) or ``[H, W]`` int64 labels.
+    """Slices of ``cases`` from a cache, as ``(image [C,H,W] float32, target [3,H,W])``:
+    the target is the float masks of the overlapping regions WT, TC and ET.
     The memory maps are opened lazily, once per worker process.
     """
 
@@ -72,7 +71,6 @@ class SliceDataset(Dataset):
         self,
         cache_dir: str | Path,
         cases: list[str],
-        target: str = "regions",
         augment: bool = False,
         modality_dropout: float = 0.0,
         intensity_augment: bool = False,
@@ -85,7 +83,6 @@ class SliceDataset(Dataset):
         rows = [r for r in read_manifest(self.cache_dir) if r["case"] in wanted]
         self.indices = np.array([r["index"] for r in rows], dtype=np.int64)
         self.case_of = [r["case"] for r in rows]
-        self.target = target
         self.transform = training_augmentation(intensity_augment) if augment else None
         self.modality_dropout = modality_dropout
         self.patch_size = tuple(patch_size) if patch_size else None
@@ -127,10 +124,7 @@ class SliceDataset(Dataset):
             image, label = self._crop(image, label)
         if self.optional and self.modality_dropout and self.rng.random() < self.modality_dropout:
             image[self.optional] = 0
-        if self.target == "regions":
-            target = torch.from_numpy(labels_to_regions(label[0]).astype(np.float32))
-        else:
-            target = torch.from_numpy(label[0].astype(np.int64))
+        target = torch.from_numpy(labels_to_regions(label[0]).astype(np.float32))
         return torch.from_numpy(image), target
 
     def _crop(self, image: np.ndarray, label: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

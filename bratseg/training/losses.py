@@ -1,9 +1,9 @@
-"""Dice + cross-entropy losses for region (sigmoid) and class (softmax) outputs."""
+"""The training loss: Dice + cross-entropy over the overlapping regions (sigmoid outputs)."""
 
 from __future__ import annotations
 
 import torch
-from monai.losses import DiceCELoss, DiceLoss
+from monai.losses import DiceLoss
 from torch import nn
 
 
@@ -18,20 +18,3 @@ class RegionDiceBCELoss(nn.Module):
 
     def forward(self, logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
         return self.dice(logits, target) + self.bce(logits, target)
-
-
-def build_loss(target: str) -> nn.Module:
-    if target == "regions":
-        return RegionDiceBCELoss()
-    # Classes: softmax Dice + categorical cross-entropy; targets are [N, H, W] labels.
-    loss = DiceCELoss(softmax=True, to_onehot_y=True, batch=True)
-    return _AddChannel(loss)
-
-
-class _AddChannel(nn.Module):
-    def __init__(self, loss: nn.Module):
-        super().__init__()
-        self.loss = loss
-
-    def forward(self, logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-        return self.loss(logits, target[:, None])

@@ -7,7 +7,7 @@ RUN_DIR holds:
     best.safetensors weights of the best validation epoch
     metrics.jsonl    one line per epoch: losses, per-region Dice, learning rate, time
     learning_curve.png
-    model/           the exported model folder (see bratseg.export)
+    model/           the exported model folder (see bratseg.training.export)
     rank{r}_digest.json  under torchrun: each rank's SHA-256 of its final weights
 
 Every file is written under a temporary name and renamed into place

@@ -27,7 +27,6 @@ from torch.utils.data.distributed import DistributedSampler
 from tqdm import tqdm
 
 from bratseg.data.io import atomic_write_bytes
-from bratseg.data.labels import labels_to_regions
 from bratseg.errors import BratsegError, CacheError
 from bratseg.model.precision import cpu_has_bf16
 from bratseg.model.unet import build_unet, unet_kwargs
@@ -36,7 +35,8 @@ from bratseg.preprocessing.config import PreprocessingConfig
 from bratseg.training.config import TrainConfig
 from bratseg.training.dataset import SliceDataset, seed_worker
 from bratseg.training.distributed import DistributedContext, process_group_backend
-from bratseg.training.losses import build_loss
+from bratseg.training.export import export_run
+from bratseg.training.losses import RegionDiceBCELoss
 from bratseg.training.run_files import (
     REGION_KEYS,
     RUN_OUTPUTS,
@@ -115,14 +115,6 @@ def dice_from_stats(stats: torch.Tensor) -> np.ndarray:
     return dice.numpy()
 
 
-def logits_to_regions(logits: torch.Tensor, target: str) -> torch.Tensor:
-    """Binary WT/TC/ET masks ``[N, 3, H, W]`` from either kind of model output."""
-    if target == "regions":
-        return logits > 0
-    labels = logits.argmax(1).cpu().numpy()
-    return torch.from_numpy(np.moveaxis(labels_to_regions(labels), 0, 1))
-
-
 def train(cache_dir: str | Path, run_dir: str | Path, config: TrainConfig, resume: bool = False) -> Path:
     """Train on a slice cache; returns the run folder. See the module docstring."""
     ctx = DistributedContext()
@@ -173,14 +165,13 @@ def _train(cache_dir: Path, run_dir: Path, config: TrainConfig, resume: bool, ct
     train_set = SliceDataset(
         cache_dir,
         split["train"],
-        config.target,
         config.augment,
         config.modality_dropout,
         config.intensity_augment,
         patch_size=config.patch_size or None,
         foreground_fraction=config.foreground_fraction,
     )
-    val_set = SliceDataset(cache_dir, split["val"], config.target)
+    val_set = SliceDataset(cache_dir, split["val"])
     if len(train_set) == 0:
         raise CacheError(f"{cache_dir}: no training slices in the split")
     # DistributedSampler(drop_last=True) gives each rank floor(N / world_size) slices.
@@ -214,7 +205,7 @@ def _train(cache_dir: Path, run_dir: Path, config: TrainConfig, resume: bool, ct
         write_metrics(run_dir / "metrics.jsonl", state["history"])
 
     net = DistributedDataParallel(model) if ctx.distributed else model
-    loss_fn = build_loss(config.target)
+    loss_fn = RegionDiceBCELoss()
     val_cases = sorted(set(val_set.case_of))
     while state["epoch"] < config.epochs and state["bad_epochs"] < config.patience:
         epoch = state["epoch"] + 1
@@ -265,8 +256,6 @@ def _train(cache_dir: Path, run_dir: Path, config: TrainConfig, resume: bool, ct
     if ctx.is_main:
         if state["bad_epochs"] >= config.patience:
             print(f"early stopping: no better validation Dice for {config.patience} epochs")
-        from bratseg.export import export_run
-
         export_run(run_dir, run_dir / "model", model_kwargs=model_kwargs)
     ctx.barrier()
     return run_dir
@@ -374,12 +363,8 @@ def _validate(model, dataset, cases, loss_fn, config, ctx) -> tuple[float, np.nd
         with _autocast(ctx.device, config.amp):
             logits = model(image).float()
         loss_sum += torch.tensor([float(loss_fn(logits, target.to(ctx.device))) * len(image), len(image)])
-        pred = logits_to_regions(logits, config.target).cpu()
-        ref = (
-            target.bool()
-            if config.target == "regions"
-            else logits_to_regions(torch.nn.functional.one_hot(target, 4).permute(0, 3, 1, 2).float(), "classes")
-        )
+        pred = (logits > 0).cpu()  # a region is predicted where its sigmoid is above 0.5
+        ref = target.bool()
         for j in range(len(image)):
             c = case_index[dataset.case_of[mine[pos + j]]]
             p, r = pred[j].flatten(1), ref[j].flatten(1)

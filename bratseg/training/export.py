@@ -3,7 +3,8 @@
 ``MODEL_DIR`` holds:
     model.safetensors, config.json   written by SMP's ``save_pretrained`` (hub mixin)
     preprocessing.json               modalities and order, normalisation, crop/resize, regions
-    bratseg.json                     output kind (regions or classes), label scheme, metrics
+    bratseg.json                     output kind, label scheme, metrics, confidence threshold,
+                                     post-processing and TTA (:mod:`bratseg.model.metadata`)
     README.md                        the model card (:mod:`bratseg.model.card`): Hub metadata with
                                      the run's validation Dice as ``model-index``, then the description
 
@@ -22,8 +23,8 @@ import torch
 from safetensors.torch import load_file
 
 from bratseg.errors import BratsegError, ModelLoadError
-from bratseg.inference.confidence import is_valid_threshold
 from bratseg.model.card import check_card, model_card_text
+from bratseg.model.metadata import DEFAULT_SETTINGS, TARGET, InferenceSettings, is_valid_threshold
 from bratseg.model.unet import build_unet, unet_kwargs
 from bratseg.preprocessing.config import PreprocessingConfig
 from bratseg.training.run_files import load_checkpoint
@@ -42,6 +43,7 @@ def export_run(
     checkpoint: str = "best",
     confidence_threshold: float | None = None,
     repo_id: str = "",
+    settings: InferenceSettings = DEFAULT_SETTINGS,
 ) -> Path:
     """Write the weights of ``run_dir`` as a model folder at ``out_dir`` (replaced
     atomically: a half-written folder never takes the place of a good one).
@@ -55,6 +57,8 @@ def export_run(
     fp32 and loads them into fp32 parameters); ``dtype="float32"`` keeps them exact.
     ``confidence_threshold`` (calibrated on cases the model, or its recipe's fold models,
     never saw) goes into ``bratseg.json``; the segmenter flags cases scoring below it.
+    ``settings`` (post-processing and test-time augmentation; by default what
+    cross-validation chose for the shipped recipe) go there too, and the segmenter applies them.
     ``repo_id`` (the Hub repo it will be published as) names the model in its card.
 
     An existing ``out_dir`` is replaced only if it is empty or an earlier export (model files
@@ -73,7 +77,8 @@ def export_run(
         raise ModelLoadError(f"{weights_file}: missing; the run has not finished an epoch")
     train_config = json.loads((run_dir / "train_config.json").read_text())
     prep = PreprocessingConfig.from_json(run_dir / "preprocessing.json")
-    target = train_config["target"]
+    if train_config.get("target", TARGET) != TARGET:
+        raise ModelLoadError(f"{run_dir}: a {train_config['target']!r} run; bratseg exports {TARGET!r} models only")
     if model_kwargs is None:
         model_kwargs = unet_kwargs(train_config, in_channels=len(prep.channels))
     model = build_unet(**model_kwargs)
@@ -106,7 +111,7 @@ def export_run(
         model.save_pretrained(tmp)
         prep.to_json(tmp / "preprocessing.json")
         meta = {
-            "target": target,
+            "target": TARGET,
             "regions": prep.regions,
             "output_label_scheme": "brats2020",
             "weights_dtype": dtype,
@@ -117,6 +122,7 @@ def export_run(
         }
         if confidence_threshold is not None:
             meta["confidence_threshold"] = confidence_threshold
+        meta.update(settings.to_metadata())
         (tmp / "bratseg.json").write_text(json.dumps(meta, indent=2) + "\n")
         card = model_card_text(meta, list(prep.modalities), tuple(prep.crop_size), prep.resize, repo_id=repo_id)
         check_card(card, source=f"{out_dir}/README.md")
