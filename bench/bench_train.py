@@ -24,8 +24,8 @@ from bratseg.model.unet import build_unet, unet_kwargs
 from bratseg.preprocessing.config import PreprocessingConfig
 from bratseg.training.config import TrainConfig
 from bratseg.training.dataset import SliceDataset, seed_worker
+from bratseg.training.epoch import autocast
 from bratseg.training.losses import RegionDiceBCELoss
-from bratseg.training.trainer import _autocast
 
 
 def main() -> None:
@@ -74,7 +74,7 @@ def main() -> None:
         t0 = time.perf_counter()
         for _ in range(args.steps):
             image, target = next(it)
-            with _autocast(device, cfg.amp):
+            with autocast(device, cfg.amp):
                 logits = model(image.contiguous(memory_format=memory_format))
             loss = loss_fn(logits.float(), target)
             optimizer.zero_grad(set_to_none=True)

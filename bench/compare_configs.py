@@ -68,8 +68,9 @@ def evaluate(run_dir: Path, cache: Path, device: torch.device) -> dict:
     from bratseg.model.unet import build_unet
     from bratseg.training.config import TrainConfig
     from bratseg.training.dataset import SliceDataset
+    from bratseg.training.distributed import DistributedContext
+    from bratseg.training.epoch import validate
     from bratseg.training.losses import RegionDiceBCELoss
-    from bratseg.training.trainer import DistributedContext, _validate
 
     cfg = TrainConfig.from_json(run_dir / "train_config.json")
     model = build_unet(encoder_name=cfg.encoder, in_channels=4, classes=3)
@@ -80,7 +81,7 @@ def evaluate(run_dir: Path, cache: Path, device: torch.device) -> dict:
     out = {}
     for name, dropout in (("all4", 0.0), ("flair_t1ce", 1.0)):
         ds = SliceDataset(cache, split["val"], augment=False, modality_dropout=dropout)
-        _, dice = _validate(model, ds, sorted(set(ds.case_of)), RegionDiceBCELoss(), cfg, ctx)
+        _, dice = validate(model, ds, sorted(set(ds.case_of)), RegionDiceBCELoss(), cfg, ctx)
         out[name] = {k: round(float(dice[:, i].mean()), 4) for i, k in enumerate(("WT", "TC", "ET"))}
     return out
 
