@@ -82,21 +82,8 @@ def export_run(
     if model_kwargs is None:
         model_kwargs = unet_kwargs(train_config, in_channels=len(prep.channels))
     model = build_unet(**model_kwargs)
-    if checkpoint == "best":
-        model.load_state_dict(load_file(str(weights_file)))
-    elif checkpoint == "last":
-        model.load_state_dict(load_checkpoint(weights_file)["model"])
-    else:
-        model.load_state_dict(_averaged_weights(load_checkpoint(weights_file), weights_file))
-    history = []
-    if (run_dir / "metrics.jsonl").exists():
-        history = [json.loads(x) for x in (run_dir / "metrics.jsonl").read_text().splitlines()]
-    if not history:
-        exported_record = {}
-    elif checkpoint == "best":
-        exported_record = max(history, key=lambda h: h["val_mean_dice"])
-    else:
-        exported_record = history[-1]
+    model.load_state_dict(_weights(weights_file, checkpoint))
+    exported_record = _exported_record(run_dir, checkpoint)
 
     out_dir.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(dir=out_dir.parent, prefix=f".{out_dir.name}."))
@@ -139,6 +126,28 @@ def export_run(
         shutil.rmtree(tmp, ignore_errors=True)
         raise
     return out_dir
+
+
+def _weights(weights_file: Path, checkpoint: str) -> dict:
+    """The state dict ``checkpoint`` names in ``weights_file``."""
+    if checkpoint == "best":
+        return load_file(str(weights_file))
+    if checkpoint == "last":
+        return load_checkpoint(weights_file)["model"]
+    return _averaged_weights(load_checkpoint(weights_file), weights_file)
+
+
+def _exported_record(run_dir: Path, checkpoint: str) -> dict:
+    """The metrics.jsonl record of the exported epoch (the best one for ``best``, else the
+    last one); empty for a run without metrics."""
+    history = []
+    if (run_dir / "metrics.jsonl").exists():
+        history = [json.loads(x) for x in (run_dir / "metrics.jsonl").read_text().splitlines()]
+    if not history:
+        return {}
+    if checkpoint == "best":
+        return max(history, key=lambda h: h["val_mean_dice"])
+    return history[-1]
 
 
 def _averaged_weights(ckpt: dict, weights_file: Path) -> dict:
