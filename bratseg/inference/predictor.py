@@ -297,7 +297,9 @@ class Segmenter:
         if len(zs):
             probs[..., zs] = network.region_probabilities.permute(1, 2, 3, 0).numpy()
         probs *= prep.brain  # nothing outside the brain
-        half = probs.astype(np.float16)
+        # torch rounds to float16 with the CPU's conversion instructions: NumPy converts the
+        # many subnormal values (probabilities under 6e-5) in software, 50x slower.
+        half = torch.from_numpy(probs).half().numpy()
         del probs
         labels = regions_to_labels(half > 0.5)
         labels = _remove_small_components_in_box(labels, self.min_component_fraction)
