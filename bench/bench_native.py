@@ -1,4 +1,4 @@
-"""Benchmark the native pipeline (bratseg.native.segment_native): seconds per step, peak memory
+"""Benchmark the native pipeline (bratseg.inference.native_path.segment_native): seconds per step, peak memory
 and accuracy on three cases, for this checkout and (``--baseline SRC``) another checkout of the
 code measured in the same run, alternating, so that both see the same machine load.
 
@@ -140,7 +140,10 @@ def child(case: str, files: dict[str, str], out: Path) -> None:
     import nibabel as nib
 
     import bratseg
-    from bratseg.native import segment_native
+    try:
+        from bratseg.inference.native_path import segment_native
+    except ImportError:  # a baseline checkout from before the native path's move into inference
+        from bratseg.native import segment_native
 
     segmenter = bratseg.from_pretrained()
     load_s = time.perf_counter() - t_start
@@ -148,25 +151,26 @@ def child(case: str, files: dict[str, str], out: Path) -> None:
     t0 = time.perf_counter()
     result = segment_native(segmenter, images)
     total = time.perf_counter() - t0
+    view = getattr(result, "native", result)  # a baseline's result holds the view's fields itself
     peak_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # before the scoring below
-    labels = np.asanyarray(result.labels.dataobj)
+    labels = np.asanyarray(view.labels.dataobj)
     report = {
         "case": case,
         "bratseg": str(Path(bratseg.__file__).parent),
         "load_s": load_s,
         "total_s": total,
-        "steps_s": dict(result.timings),
-        "cpu_s": dict(result.cpu_seconds),  # this process's CPU time per step: what load inflates least
+        "steps_s": dict(view.timings),
+        "cpu_s": dict(view.cpu_seconds),  # this process's CPU time per step: what load inflates least
         "steps": result.steps,
         "peak_rss_mb": peak_mb,
-        "atlas_to_reference": result.atlas_to_reference.tolist(),
+        "atlas_to_reference": view.atlas_to_reference.tolist(),
         "process_s": time.perf_counter() - t_start,
     }
     if "truth" in files:
         truth = np.asanyarray(nib.load(files["truth"]).dataobj)
         report["dice"] = _region_dice(labels, truth)
     else:
-        report["reference"] = _tcga_accuracy(result)
+        report["reference"] = _tcga_accuracy(view, getattr(result, "model_space", None) or result.brats)
     np.save(out.with_suffix(".npy"), labels.astype(np.uint8))
     out.write_text(json.dumps(report, indent=2) + "\n")
 
@@ -177,14 +181,14 @@ def _region_dice(labels: np.ndarray, truth: np.ndarray) -> dict[str, float]:
     return {name: round(_dice(np.isin(labels, v), np.isin(truth, v)), 4) for name, v in regions.items()}
 
 
-def _tcga_accuracy(result) -> dict[str, float]:
+def _tcga_accuracy(result, model_space) -> dict[str, float]:
     import nibabel as nib
 
     ref = TCGA / "reference"
     hdbet = np.asanyarray(nib.load(ref / "hdbet_native_t1c_brain_mask.nii.gz").dataobj) > 0
     brats_ref = np.asanyarray(nib.load(ref / "brats_space_brain_mask.nii.gz").dataobj) > 0
     ours_brats = np.zeros(brats_ref.shape, dtype=bool)
-    for data in result.brats.volumes.images.values():
+    for data in model_space.volumes.images.values():
         ours_brats |= data != 0
     distance = _distance_mm(result.atlas_to_reference, np.loadtxt(ref / "atlas_to_native_t1c_affine.txt"))
     return {

@@ -155,7 +155,7 @@ def run_native() -> None:
     import nibabel as nib
 
     import bratseg
-    from bratseg.native import segment_native
+    from bratseg.inference.native_path import segment_native
     from bratseg.native.dicom import find_series, slice_gap_problem
 
     segmenter = bratseg.from_pretrained()
@@ -163,9 +163,9 @@ def run_native() -> None:
     files = {m: next(native.glob(f"*_{s}.nii.gz")) for m, s in (("flair", "fla"), ("t1ce", "t1c"), ("t1", "t1"))}
     files["t2"] = next(native.glob("*_t2.nii.gz"))
     first = segment_native(segmenter, files)
-    labels = np.asanyarray(first.labels.dataobj)
+    labels = np.asanyarray(first.native.labels.dataobj)
     row = {"case": "TCGA-FG-6692 native pipeline", "guards": "pass", "warnings": first.warnings}
-    row.update(measurements(first.brats.volumes))
+    row.update(measurements(first.model_space.volumes))
     print(json.dumps(row), flush=True)
     with tempfile.TemporaryDirectory() as tmp:
         img = nib.load(str(files["flair"]))
@@ -174,9 +174,9 @@ def run_native() -> None:
         )
         assert nib.load(str(tiny)).dataobj.slope < 1e-29
         try:
-            again = np.asanyarray(segment_native(segmenter, files).labels.dataobj)
+            again = np.asanyarray(segment_native(segmenter, files).native.labels.dataobj)
             second = segment_native(segmenter, {**files, "flair": tiny})
-            same = float(np.mean(np.asanyarray(second.labels.dataobj) == labels))
+            same = float(np.mean(np.asanyarray(second.native.labels.dataobj) == labels))
             row = {"case": "TCGA-FG-6692, FLAIR scl_slope 1e-30", "labels_identical_share": same}
             # The pipeline run twice on the same files, for scale (multi-threaded registration).
             row["plain_rerun_identical_share"] = float(np.mean(again == labels))

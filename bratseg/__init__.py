@@ -2,8 +2,13 @@
 
 Example:
     >>> import bratseg
+    >>> prediction = bratseg.segment("path/to/scans")   # doctest: +SKIP
+    >>> prediction.save("seg.nii.gz")   # doctest: +SKIP
     >>> segmenter = bratseg.from_pretrained()   # doctest: +SKIP
     >>> labels = segmenter.predict("path/to/BraTS20_Training_001")   # doctest: +SKIP
+
+:func:`segment` takes any case (BraTS space, raw NIfTI, a DICOM study) by the path
+``bratseg predict`` would; ``Segmenter.segment`` is the fast path alone.
 
 The names below are imported on first use, so that ``import bratseg`` (and every ``bratseg``
 command, which imports it) does not pay for torch before it needs it: ``bratseg predict``
@@ -23,9 +28,11 @@ _EXPORTS = {
     "BratsegError": "bratseg.errors",
     "InvalidCaseError": "bratseg.errors",
     "ModelLoadError": "bratseg.errors",
-    "Prediction": "bratseg.inference.predictor",
+    "NativeView": "bratseg.inference.prediction",
+    "Prediction": "bratseg.inference.prediction",
     "Segmenter": "bratseg.inference.predictor",
     "from_pretrained": "bratseg.inference.predictor",
+    "segment": "bratseg.inference.segment",
     "region_masks": "bratseg.data.labels",
     "region_volumes": "bratseg.data.labels",
 }

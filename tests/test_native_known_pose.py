@@ -14,7 +14,7 @@ import SimpleITK as sitk
 from bratseg.data.io import load_case
 from bratseg.data.labels import REGIONS, labels_to_regions, to_internal
 from bratseg.data.layout import case_from_folder
-from bratseg.native import segment_native
+from bratseg.inference.native_path import segment_native
 from bratseg.native.space import BRATS_AFFINE, chain, rigid_ras_matrix, to_array, to_sitk
 
 # (angles about x, y, z in degrees, translation in mm) of native point -> BraTS point, per grid.
@@ -77,7 +77,7 @@ def segmenter():
 def test_label_recovered_in_native_pose(moved, segmenter) -> None:
     volumes, native, poses, grids, truth = moved
     result = segment_native(segmenter, native)
-    labels = to_internal(np.asanyarray(result.labels.dataobj))
+    labels = to_internal(np.asanyarray(result.native.labels.dataobj))
     assert labels.shape == truth.shape
     native_dice = _region_dice(labels, truth)
 
@@ -90,7 +90,7 @@ def test_label_recovered_in_native_pose(moved, segmenter) -> None:
     fast_dice = _region_dice(fast_native, truth)
     # And in BraTS space: what the model saw after 5 mm slices and two registrations, against
     # the original case, each scored against the expert label.
-    native_brats = _region_dice(to_internal(result.brats.labels), volumes.label)
+    native_brats = _region_dice(to_internal(result.model_space.labels), volumes.label)
     fast_brats = _region_dice(to_internal(fast.labels), volumes.label)
     print("native pose", native_dice, fast_dice, "BraTS space", native_brats, fast_brats)
     # Measured on Brats18_2013_11_1 with the shipped model, which trained on this case (native
@@ -108,11 +108,13 @@ def test_label_recovered_in_native_pose(moved, segmenter) -> None:
     brain = np.argwhere(volumes.images["t1ce"] > 0)[::211]
     atlas_points = np.c_[brain, np.ones(len(brain))] @ BRATS_AFFINE.T
     truth_atlas_to_t1ce = rigid_ras_matrix(poses["t1ce"].GetInverse())
-    error = np.linalg.norm((atlas_points @ (result.atlas_to_reference - truth_atlas_to_t1ce).T)[:, :3], axis=1)
+    error = np.linalg.norm((atlas_points @ (result.native.atlas_to_reference - truth_atlas_to_t1ce).T)[:, :3], axis=1)
     assert error.mean() < 2.5, error.mean()  # measured 1.7 mm
     t1ce_points = atlas_points @ truth_atlas_to_t1ce.T
     truth_t1ce_to_flair = rigid_ras_matrix(chain(poses["t1ce"], poses["other"].GetInverse()))
-    error = np.linalg.norm((t1ce_points @ (result.t1ce_to_sequence["flair"] - truth_t1ce_to_flair).T)[:, :3], axis=1)
+    error = np.linalg.norm(
+        (t1ce_points @ (result.native.t1ce_to_sequence["flair"] - truth_t1ce_to_flair).T)[:, :3], axis=1
+    )
     assert error.mean() < 1.5, error.mean()  # measured 1.0 mm
 
 
@@ -165,8 +167,8 @@ def test_half_millimetre_case_on_one_grid(brats18_case: Path, segmenter) -> None
     result = segment_native(segmenter, images)
     steps = " ".join(result.steps)
     assert "1x1x1 mm working grid" in steps and "flair already aligned with t1ce" in steps
-    assert result.labels.shape == (480, 480, 155) and result.brain_mask.shape == (480, 480, 155)
-    assert np.allclose(result.images["t1ce"][::7, ::7, ::5], to_array(images["t1ce"])[::7, ::7, ::5])
-    labels = to_internal(np.asanyarray(result.labels.dataobj))
+    assert result.native.labels.shape == (480, 480, 155) and result.native.brain_mask.shape == (480, 480, 155)
+    assert np.allclose(result.volumes.images["t1ce"][::7, ::7, ::5], to_array(images["t1ce"])[::7, ::7, ::5])
+    labels = to_internal(np.asanyarray(result.native.labels.dataobj))
     dice = _region_dice(labels, truth)
     assert dice["WT"] >= 0.85, dice

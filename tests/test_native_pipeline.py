@@ -13,7 +13,8 @@ import pytest
 import SimpleITK as sitk
 
 from bratseg.errors import InvalidCaseError, MissingModalityError, NativeScanError
-from bratseg.native import checks, read_scan, segment_native
+from bratseg.inference.native_path import segment_native
+from bratseg.native import checks, read_scan
 from bratseg.native.registration import normalised_mutual_information, similarity_region
 from bratseg.native.space import BRATS_AFFINE, BRATS_SHAPE, to_array
 
@@ -49,7 +50,7 @@ def run(segmenter, native_files, tmp_path_factory):
 def test_brain_mask_matches_hdbet(run, native_dir: Path) -> None:
     result, _, _ = run
     reference = nib.load(native_dir / "reference" / "hdbet_native_t1c_brain_mask.nii.gz")
-    ours = np.asanyarray(result.brain_mask.dataobj) > 0
+    ours = np.asanyarray(result.native.brain_mask.dataobj) > 0
     assert ours.shape == reference.shape
     assert _dice(ours, np.asanyarray(reference.dataobj) > 0) >= 0.95
 
@@ -58,7 +59,7 @@ def test_brats_space_brain_mask_matches_reference(run, native_dir: Path) -> None
     result, _, _ = run
     reference = nib.load(native_dir / "reference" / "brats_space_brain_mask.nii.gz")
     assert np.allclose(reference.affine, BRATS_AFFINE)
-    volumes = result.brats.volumes
+    volumes = result.model_space.volumes
     assert volumes.shape == BRATS_SHAPE and np.allclose(volumes.affine, BRATS_AFFINE)
     ours = np.zeros(BRATS_SHAPE, dtype=bool)
     for data in volumes.images.values():
@@ -71,15 +72,15 @@ def test_brats_space_volume_back_on_the_reference_grid(run) -> None:
     """on_reference_grid pulls a BraTS-space volume onto the patient's grid: the BraTS-space
     brain mask lands on the native skull strip it came from."""
     result, _, _ = run
-    volumes = result.brats.volumes
+    volumes = result.model_space.volumes
     brats_brain = np.zeros(BRATS_SHAPE, dtype=np.float32)
     for data in volumes.images.values():
         brats_brain = np.maximum(brats_brain, (data != 0).astype(np.float32))
-    image = result.on_reference_grid(brats_brain)
-    assert image.shape == result.labels.shape and np.allclose(image.affine, result.labels.affine)
+    image = result.native.on_reference_grid(brats_brain)
+    assert image.shape == result.native.labels.shape and np.allclose(image.affine, result.native.labels.affine)
     back = np.asanyarray(image.dataobj)
     assert back.dtype == np.float32 and 0.0 <= back.min() and back.max() <= 1.0
-    assert _dice(back > 0.5, np.asanyarray(result.brain_mask.dataobj) > 0) >= 0.9
+    assert _dice(back > 0.5, np.asanyarray(result.native.brain_mask.dataobj) > 0) >= 0.9
 
 
 def test_atlas_transform_agrees_with_reference(run, native_dir: Path) -> None:
@@ -90,10 +91,10 @@ def test_atlas_transform_agrees_with_reference(run, native_dir: Path) -> None:
     brain = np.asanyarray(nib.load(native_dir / "reference" / "brats_space_brain_mask.nii.gz").dataobj) > 0
     voxels = np.argwhere(brain)[::97]
     points = np.c_[voxels, np.ones(len(voxels))] @ BRATS_AFFINE.T
-    distance = np.linalg.norm((points @ result.atlas_to_reference.T - points @ reference.T)[:, :3], axis=1)
+    distance = np.linalg.norm((points @ result.native.atlas_to_reference.T - points @ reference.T)[:, :3], axis=1)
     assert distance.mean() < 4.5 and distance.max() < 9.0
     # Rigid, as the reference: no scaling or shear.
-    assert np.allclose(np.linalg.svd(result.atlas_to_reference[:3, :3])[1], 1.0, atol=1e-6)
+    assert np.allclose(np.linalg.svd(result.native.atlas_to_reference[:3, :3])[1], 1.0, atol=1e-6)
 
 
 def test_sequences_coregistered(run, native_files) -> None:
@@ -117,7 +118,7 @@ def test_sequences_coregistered(run, native_files) -> None:
         params[3] += 10.0
         off.SetParameters(params)
         assert checks.coregistration_problem("t1ce", normalised_mutual_information(t1ce, moving, off, region))
-        assert np.allclose(result.t1ce_to_sequence[modality][3], [0, 0, 0, 1])
+        assert np.allclose(result.native.t1ce_to_sequence[modality][3], [0, 0, 0, 1])
 
 
 def test_same_grid_but_moved_is_registered(run) -> None:
@@ -127,49 +128,49 @@ def test_same_grid_but_moved_is_registered(run) -> None:
     result, _, _ = run
     coregistration = next(line for line in result.steps if line.startswith("co-register"))
     assert "t1 -> t1ce rigid" in coregistration and "already aligned" not in coregistration
-    moved_mm = np.linalg.norm(result.t1ce_to_sequence["t1"][:3, 3])
-    assert moved_mm > 1.0, result.t1ce_to_sequence["t1"]
+    moved_mm = np.linalg.norm(result.native.t1ce_to_sequence["t1"][:3, 3])
+    assert moved_mm > 1.0, result.native.t1ce_to_sequence["t1"]
 
 
 def test_labels_on_the_t1ce_grid(run, native_files) -> None:
     result, _, _ = run
     t1ce = nib.load(native_files["t1ce"])
-    assert result.labels.shape == t1ce.shape
-    assert np.allclose(result.labels.affine, t1ce.affine)
-    assert result.labels.get_data_dtype() == np.uint8
-    labels = np.asanyarray(result.labels.dataobj)
+    assert result.native.labels.shape == t1ce.shape
+    assert np.allclose(result.native.labels.affine, t1ce.affine)
+    assert result.native.labels.get_data_dtype() == np.uint8
+    labels = np.asanyarray(result.native.labels.dataobj)
     assert set(np.unique(labels).tolist()) <= {0, 1, 2, 4}
     tumour = labels > 0
     # A low-grade glioma: some cm3 of tumour, all of it inside the brain.
     assert 2.0 < result.region_volumes()["whole tumour"] < 200.0
-    brain = np.asanyarray(result.brain_mask.dataobj) > 0
+    brain = np.asanyarray(result.native.brain_mask.dataobj) > 0
     assert (tumour & ~brain).sum() <= 0.02 * tumour.sum()
     # The sequences on the same grid, to draw the labels over: the T1ce is the input itself.
-    assert sorted(result.images) == sorted(SUFFIXES)
-    assert all(data.shape == labels.shape for data in result.images.values())
-    assert np.allclose(result.images["t1ce"], np.asanyarray(t1ce.dataobj), atol=1e-3)
-    assert result.to_nifti() is result.labels
+    assert sorted(result.volumes.images) == sorted(SUFFIXES)
+    assert all(data.shape == labels.shape for data in result.volumes.images.values())
+    assert np.allclose(result.volumes.images["t1ce"], np.asanyarray(t1ce.dataobj), atol=1e-3)
+    assert result.to_nifti() is result.native.labels
 
 
 def test_steps_timings_and_intermediate_files(run) -> None:
     result, keep, lines = run
-    assert list(result.timings)[: len(STEPS)] == STEPS
-    assert all(seconds > 0 for seconds in result.timings.values())
-    assert len(lines) == len(result.steps) == len(result.timings)
+    assert list(result.native.timings)[: len(STEPS)] == STEPS
+    assert all(seconds > 0 for seconds in result.native.timings.values())
+    assert len(lines) == len(result.steps) == len(result.native.timings)
     assert lines[1].startswith("skull-strip: deepbet on t1ce")
     report = json.loads((keep / "steps.json").read_text())
     assert list(report["seconds"]) == STEPS
-    case_id = result.brats.volumes.case_id
+    case_id = result.model_space.volumes.case_id
     for modality in SUFFIXES:
         image = nib.load(keep / "brats" / f"{case_id}_{modality}.nii.gz")
         assert image.shape == BRATS_SHAPE and np.allclose(image.affine, BRATS_AFFINE)
-        assert nib.load(keep / "native" / f"{modality}_on_t1ce.nii.gz").shape == result.labels.shape
+        assert nib.load(keep / "native" / f"{modality}_on_t1ce.nii.gz").shape == result.native.labels.shape
     seg = np.asanyarray(nib.load(keep / "brats" / f"{case_id}_seg.nii.gz").dataobj)
-    assert np.array_equal(seg, result.brats.labels)
+    assert np.array_equal(seg, result.model_space.labels)
     saved = np.loadtxt(keep / "transforms" / "atlas_to_reference_ras.txt")
-    assert np.allclose(saved, result.atlas_to_reference, atol=1e-4)
+    assert np.allclose(saved, result.native.atlas_to_reference, atol=1e-4)
     on_disk = nib.load(keep / "native" / "labels.nii.gz")
-    assert np.array_equal(np.asanyarray(on_disk.dataobj), np.asanyarray(result.labels.dataobj))
+    assert np.array_equal(np.asanyarray(on_disk.dataobj), np.asanyarray(result.native.labels.dataobj))
 
 
 def _write_dicom_series(image: sitk.Image, folder: Path, description: str, study_uid: str, number: int) -> None:
@@ -224,12 +225,14 @@ def test_flair_and_t1ce_from_dicom_onto_the_flair_grid(segmenter, native_files, 
     # The FLAIR's grid read back from DICOM: the same voxels in world space (DICOM stacks the
     # slices along the normal of its row and column directions, so possibly in reverse order).
     flair = nib.load(native_files["flair"])
-    assert result.labels.shape == flair.shape
-    ours_canonical = nib.as_closest_canonical(result.labels)
+    assert result.native.labels.shape == flair.shape
+    ours_canonical = nib.as_closest_canonical(result.native.labels)
     assert np.allclose(ours_canonical.affine, nib.as_closest_canonical(flair).affine, atol=1e-3)
-    ours = np.asanyarray(result.labels.dataobj) > 0
+    ours = np.asanyarray(result.native.labels.dataobj) > 0
     # The four-sequence whole tumour, pulled onto the FLAIR grid through its co-registration.
-    t1ce_labels = sitk.GetImageFromArray((np.asanyarray(full.labels.dataobj) > 0).astype(np.uint8).transpose(2, 1, 0))
+    t1ce_labels = sitk.GetImageFromArray(
+        (np.asanyarray(full.native.labels.dataobj) > 0).astype(np.uint8).transpose(2, 1, 0)
+    )
     t1ce_labels.CopyInformation(read_scan(native_files["t1ce"], "t1ce").image)
     to_t1ce = sitk.ReadTransform(str(keep / "transforms" / "flair_to_t1ce.tfm")).GetInverse()
     flair_grid = read_scan(folders["flair"], "flair").image

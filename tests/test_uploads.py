@@ -240,7 +240,7 @@ def test_too_many_members_is_refused(tmp_path: Path):
 
 
 def test_zipped_dicom_study_is_extracted_as_a_study(data_dir: Path, tmp_path: Path):
-    from bratseg.native.dispatch import dicom_inputs
+    from bratseg.native.inputs import dicom_inputs
 
     series = data_dir / "dicom" / "siemens" / "series"
     if not series.is_dir():

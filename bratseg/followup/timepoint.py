@@ -2,7 +2,7 @@
 mask (what the two time points are registered with) and, when bratseg segmented it, its
 confidence.
 
-A time point is segmented the way ``bratseg predict`` would (:func:`bratseg.native.dispatch.segment_any`:
+A time point is segmented the way ``bratseg predict`` would (:func:`bratseg.segment`:
 BraTS-space input on the fast path, raw NIfTI or DICOM through the native pipeline), or its
 label map is given (``--baseline-seg`` / ``--followup-seg``): then the scans are only read for
 the T1ce, and the label map must lie in the same world coordinates as that T1ce (a map
@@ -58,7 +58,7 @@ class TimePoint:
 
 def as_case_or_study(source: TimePointSource) -> Case | Path:
     """A :class:`Case` for NIfTI input, the path itself for a DICOM study."""
-    from bratseg.native.dispatch import holds_dicom
+    from bratseg.native.inputs import holds_dicom
 
     if isinstance(source, Case):
         return source
@@ -79,22 +79,20 @@ def as_case_or_study(source: TimePointSource) -> Case | Path:
 
 def segment_timepoint(segmenter, source: TimePointSource, preprocess: str = "auto", log=None) -> TimePoint:
     """Segment one time point as ``bratseg predict`` would and keep what registration needs."""
-    from bratseg.inference.case_extras import model_space
     from bratseg.inference.confidence import assess
-    from bratseg.native.dispatch import segment_any
-    from bratseg.native.pipeline import NativePrediction
+    from bratseg.inference.segment import segment
     from bratseg.native.space import to_sitk
 
     target = as_case_or_study(source)
-    prediction = segment_any(segmenter, target, preprocess, log=log)  # type: ignore[arg-type]
-    confidence = assess(model_space(prediction))
+    prediction = segment(target, preprocess, model=segmenter, log=log)  # type: ignore[arg-type]
+    confidence = assess(prediction.model_space)
     name = target.case_id if isinstance(target, Case) else target.name
-    if isinstance(prediction, NativePrediction):
-        affine = prediction.labels.affine
-        labels = np.asarray(prediction.labels.dataobj).astype(np.uint8)
-        t1ce = to_sitk(prediction.images["t1ce"], affine)
-        brain = to_sitk(np.asarray(prediction.brain_mask.dataobj).astype(np.uint8), affine)
-        header, path = prediction.labels.header, "native"
+    if prediction.native is not None:
+        affine = prediction.native.labels.affine
+        labels = np.asarray(prediction.native.labels.dataobj).astype(np.uint8)
+        t1ce = to_sitk(prediction.volumes.images["t1ce"], affine)
+        brain = to_sitk(np.asarray(prediction.native.brain_mask.dataobj).astype(np.uint8), affine)
+        header, path = prediction.native.labels.header, "native"
     else:
         volumes = prediction.volumes
         affine, labels, header, path = volumes.affine, prediction.labels.astype(np.uint8), volumes.header, "fast"
@@ -119,7 +117,8 @@ def given_timepoint(source: TimePointSource, seg: str | Path, preprocess: str = 
     from bratseg.data.io import load_volume
     from bratseg.data.label_schemes import to_internal_labels
     from bratseg.data.labels import to_brats2020
-    from bratseg.native.dispatch import dicom_inputs, route
+    from bratseg.inference.segment import route
+    from bratseg.native.inputs import dicom_inputs
     from bratseg.native.reader import read_scan
     from bratseg.native.space import to_sitk, to_working_grid
 

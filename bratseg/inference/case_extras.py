@@ -18,9 +18,8 @@ from bratseg.data.layout import nifti_stem
 
 if TYPE_CHECKING:
     from bratseg.inference.prediction import Prediction
-    from bratseg.native.pipeline import NativePrediction
 
-CaseHook = Callable[["Prediction | NativePrediction", Path], None]
+CaseHook = Callable[["Prediction", Path], None]
 
 
 def case_hooks(args: argparse.Namespace) -> list[CaseHook]:
@@ -28,33 +27,23 @@ def case_hooks(args: argparse.Namespace) -> list[CaseHook]:
     hooks: list[CaseHook] = []
     if args.uncertainty:
 
-        def write_uncertainty(prediction: Prediction | NativePrediction, label_map: Path) -> None:
+        def write_uncertainty(prediction: Prediction, label_map: Path) -> None:
             from bratseg.inference.confidence import save_uncertainty
-            from bratseg.native.patient_view import on_patient_grid
-            from bratseg.native.pipeline import NativePrediction
 
             # On the label map's own (patient) grid, as the web front ends show it.
-            shown = on_patient_grid(prediction) if isinstance(prediction, NativePrediction) else prediction
-            save_uncertainty(shown, uncertainty_path(label_map))
+            save_uncertainty(prediction.on_patient_grid(), uncertainty_path(label_map))
 
         hooks.append(write_uncertainty)
     if args.figures is not None:
 
-        def write_figure(prediction: Prediction | NativePrediction, label_map: Path) -> None:
+        def write_figure(prediction: Prediction, label_map: Path) -> None:
             from bratseg.reporting.figures import key_slice_panel
 
             # A native-path case is shown in BraTS space, the grid the model saw.
-            key_slice_panel(model_space(prediction), figure_path(args.figures, label_map))
+            key_slice_panel(prediction.model_space, figure_path(args.figures, label_map))
 
         hooks.append(write_figure)
     return hooks
-
-
-def model_space(prediction: Prediction | NativePrediction) -> Prediction:
-    """The prediction on the model's grid: a native-path case's BraTS-space prediction."""
-    from bratseg.native.pipeline import NativePrediction
-
-    return prediction.brats if isinstance(prediction, NativePrediction) else prediction
 
 
 def figure_path(figures: Path, label_map: Path) -> Path:

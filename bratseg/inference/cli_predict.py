@@ -30,8 +30,9 @@ from typing import TYPE_CHECKING
 
 from bratseg.data.layout import MODALITIES
 from bratseg.errors import BratsegError
-from bratseg.inference.case_extras import case_hooks, extra_targets, model_space
+from bratseg.inference.case_extras import case_hooks, extra_targets
 from bratseg.inference.predict_plan import plan_jobs
+from bratseg.inference.segment import DEFAULT_PREPROCESS, PREPROCESS_CHOICES
 
 if TYPE_CHECKING:
     from bratseg.inference.batch import Job, Outcome
@@ -69,8 +70,8 @@ def add_predict_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentPars
         )
     p.add_argument(
         "--preprocess",
-        choices=["auto", "native", "none"],
-        default="auto",
+        choices=PREPROCESS_CHOICES,
+        default=DEFAULT_PREPROCESS,
         help="auto (default): input already in BraTS space takes the fast path, anything else (other grids, skull, "
         "DICOM) is co-registered, skull-stripped and registered to the SRI24 atlas first and the labels come back "
         "on the T1ce's grid; native: always; none: never (raw input is refused)",
@@ -150,7 +151,6 @@ def _predict_share(args: argparse.Namespace, jobs: list[Job], folder_mode: bool,
     """Predict this process's cases; skip those already done."""
     from bratseg.data.io import save_nifti
     from bratseg.inference import outputs
-    from bratseg.inference.batch import run_batch
     from bratseg.inference.confidence import Confidence, assess
     from bratseg.inference.predictor import DEFAULT_BATCH_SIZE, SHIPPED_MODEL, Segmenter, weights_version
     from bratseg.model.hub import is_hub_id, resolve_model, split_revision
@@ -219,7 +219,7 @@ def _predict_share(args: argparse.Namespace, jobs: list[Job], folder_mode: bool,
 
     def write(job: Job, prediction: Prediction) -> None:
         segmenter = loaded[0]
-        confidences[job.name] = assess(model_space(prediction))
+        confidences[job.name] = assess(prediction.model_space)
         record = outputs.CaseRecord(
             job.name,
             prediction.region_volumes(),
@@ -261,49 +261,14 @@ def _predict_share(args: argparse.Namespace, jobs: list[Job], folder_mode: bool,
         if bar is not None:
             bar.update()
 
-    from bratseg.errors import UntrustworthyInputError
-    from bratseg.inference.batch import Outcome
-    from bratseg.native.dispatch import route, segment_any
+    from bratseg.inference.segment import segment_jobs
 
-    # Under none, raw input is routed here too, where segment_any refuses it with the reason.
-    routing = "auto" if args.preprocess == "none" else args.preprocess
+    def log_for(job: Job):
+        return (lambda line: say(f"{job.name}: {line}")) if show else None
 
-    def goes_native(job: Job) -> bool:
-        try:
-            return route(job.source, routing)[0] == "native"
-        except BratsegError:  # a case that cannot be read: the fast path reports it, per case
-            return False
-
-    native = [job for job in pending if goes_native(job)]
-
-    refused: dict[Path, str] = {}  # target -> why the guards sent the case on to the native path
-
-    def on_fast_outcome(outcome: Outcome) -> None:
-        # Under auto, a BraTS-sized case the guards refuse (skull, background) goes native instead.
-        if args.preprocess == "auto" and isinstance(outcome.error, UntrustworthyInputError):
-            native.append(outcome.job)
-            refused[outcome.job.target] = str(outcome.error)
-        else:
-            on_outcome(outcome)
-
-    fast = [job for job in pending if job not in native]
-    outcomes = [o for o in run_batch(fast, load, write, on_fast_outcome) if o.job not in native]
-    for job in native:
-        t0 = time.perf_counter()
-        keep = args.keep_intermediate / job.name if args.keep_intermediate else None
-        log = (lambda line, name=job.name: say(f"{name}: {line}")) if show else None
-        try:
-            segmenter = loaded[0] if loaded else load()
-            if job.target in refused and log is not None:
-                log(f"native preprocessing: {refused[job.target]}")
-            mode = "native" if job.target in refused else args.preprocess
-            prediction = segment_any(segmenter, job.source, mode, keep_intermediate=keep, log=log)
-            write(job, prediction)
-            outcome = Outcome(job, prediction, None, time.perf_counter() - t0)
-        except Exception as exc:  # reported per case, as the fast path's failures are
-            outcome = Outcome(job, None, exc, time.perf_counter() - t0)
-        on_outcome(outcome)
-        outcomes.append(outcome)
+    outcomes = segment_jobs(
+        pending, args.preprocess, load, write, on_outcome, keep_intermediate=args.keep_intermediate, log_for=log_for
+    )
     if bar is not None:
         bar.close()
     if not folder_mode and not outcomes[0].ok:

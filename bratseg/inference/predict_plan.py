@@ -82,7 +82,7 @@ def plan_jobs(args: argparse.Namespace) -> tuple[list[Job], bool]:
     src: Path = args.case
     if not src.exists():
         raise InvalidCaseError(src, "does not exist")
-    from bratseg.native.dispatch import holds_dicom, study_folders
+    from bratseg.native.inputs import holds_dicom, study_folders
 
     if src.is_file() and src.suffix.lower() != ".zip":
         raise InvalidCaseError(

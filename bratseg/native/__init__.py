@@ -1,14 +1,14 @@
-"""Native scans in, a label map on the patient's grid out: reading NIfTI and DICOM as they came
-off the scanner, co-registration, skull stripping, registration to the SRI24 atlas onto the
-BraTS grid, and the way back (:func:`segment_native`).
+"""Native scans into BraTS space: reading NIfTI and DICOM as they came off the scanner
+(:mod:`~bratseg.native.reader`, :mod:`~bratseg.native.dicom`, :mod:`~bratseg.native.inputs`),
+co-registration, skull stripping and registration to the SRI24 atlas onto the BraTS grid
+(:mod:`~bratseg.native.to_brats`), and the way back onto the patient's grid
+(:mod:`~bratseg.native.to_patient`).
 
-This is its own stage beside ``bratseg.preprocessing`` rather than inside it: it wraps the
-whole inference path (reading, then :class:`~bratseg.inference.predictor.Segmenter`, then
-resampling the result back), while ``bratseg.preprocessing`` sits below inference and must not
-depend on it.
+This is a preprocessing stage: it knows nothing of the model. The inference stage calls it
+(its ``native_path.segment_native``, and :func:`bratseg.segment`, which picks the path per
+case); nothing here imports the inference stage.
 """
 
-from bratseg.native.pipeline import NativePrediction, segment_native
 from bratseg.native.reader import Scan, read_scan
 
-__all__ = ["NativePrediction", "Scan", "read_scan", "segment_native"]
+__all__ = ["Scan", "read_scan"]

@@ -101,19 +101,16 @@ def run_report(args: argparse.Namespace) -> None:
             prediction.probabilities, prediction.warnings = modelled.probabilities, modelled.warnings
             prediction.confidence_threshold = modelled.confidence_threshold
     else:
-        from bratseg.native.dispatch import segment_any
-        from bratseg.native.pipeline import NativePrediction
+        from bratseg.inference.segment import DEFAULT_PREPROCESS, segment
 
         steps_run: list[str] = []
-        result = segment_any(from_pretrained(model), case, "auto", log=steps_run.append)
-        prediction = result
-        if isinstance(result, NativePrediction):  # scans as scanned: reported on the patient's T1ce grid
-            from bratseg.native.patient_view import on_patient_grid
+        result = segment(case, DEFAULT_PREPROCESS, model=from_pretrained(model), log=steps_run.append)
+        prediction = result.on_patient_grid()  # scans as scanned: reported on the patient's T1ce grid
+        if result.native is not None:
             from bratseg.reporting.report import native_steps
 
-            prediction = on_patient_grid(result)
             steps = native_steps(steps_run, model)
-            confidence = assess(result.brats)  # where the score was calibrated
+            confidence = assess(result.model_space)  # where the score was calibrated
     out = write_report(prediction, args.out, model_dir=model, preprocessing=steps, confidence=confidence)
     if args.png is not None:
         from bratseg.reporting.figures import key_slice_panel

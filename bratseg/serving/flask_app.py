@@ -45,7 +45,7 @@ from werkzeug.exceptions import HTTPException, RequestEntityTooLarge
 from bratseg.data.labels import ORIGINAL_PARTS
 from bratseg.data.layout import Case
 from bratseg.errors import BratsegError, InvalidCaseError, ModelLoadError
-from bratseg.native.dispatch import Preprocess
+from bratseg.inference.segment import Preprocess
 from bratseg.reporting.render import (
     AXES,
     best_slice,

@@ -160,7 +160,7 @@ def _t1ce_on_grid(upload: TimePointUpload, labels: nib.Nifti1Image) -> bytes:
     from bratseg.native.space import grid_image
 
     if isinstance(upload.source, DicomStudy):
-        from bratseg.native.dispatch import dicom_inputs
+        from bratseg.native.inputs import dicom_inputs
 
         source = dicom_inputs(upload.source.folder).images["t1ce"]
     else:

@@ -40,7 +40,7 @@ import gradio as gr
 from bratseg.data.labels import ORIGINAL_PARTS
 from bratseg.errors import BratsegError
 from bratseg.inference.prediction import Prediction
-from bratseg.native.dispatch import PREPROCESS_CHOICES
+from bratseg.inference.segment import PREPROCESS_CHOICES
 from bratseg.reporting.render import AXES
 from bratseg.serving.demo_files import private_cache
 from bratseg.serving.demo_parts import (

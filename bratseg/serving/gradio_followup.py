@@ -20,7 +20,7 @@ from typing import Any
 import gradio as gr
 
 from bratseg.errors import BratsegError
-from bratseg.native.dispatch import PREPROCESS_CHOICES
+from bratseg.inference.segment import PREPROCESS_CHOICES
 from bratseg.serving.demo_parts import OUTPUTS, VIEWER_HEIGHT, VIEWER_MOUNT, case_from_inputs
 from bratseg.serving.followup_web import (
     TIME_POINT_NAMES,

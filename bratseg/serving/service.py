@@ -25,18 +25,20 @@ import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 from bratseg.data.io import CaseVolumes
 from bratseg.data.layout import Case
 from bratseg.errors import BratsegError, ModelLoadError
-from bratseg.inference.predictor import Prediction, Segmenter, from_pretrained
-from bratseg.native.dispatch import Preprocess, segment_any
-
-if TYPE_CHECKING:
-    from bratseg.native.pipeline import NativePrediction
+from bratseg.inference.prediction import Prediction
+from bratseg.inference.predictor import Segmenter, from_pretrained
+from bratseg.inference.segment import Preprocess, segment
 
 log = logging.getLogger(__name__)
+
+SERVICE_PREPROCESS: Preprocess = "none"
+""":meth:`InferenceService.segment`'s default: the fast path, for callers that hold BraTS-space
+cases (the web forms pass the user's choice, :data:`~bratseg.inference.segment.DEFAULT_PREPROCESS`
+when none is given)."""
 
 
 class ServiceBusyError(BratsegError):
@@ -200,16 +202,17 @@ class InferenceService:
     def segment(
         self,
         case: Case | CaseVolumes | str | Path,
-        preprocess: Preprocess = "none",
+        preprocess: Preprocess = SERVICE_PREPROCESS,
         progress: Callable[[str], None] | None = None,
-    ) -> Prediction | NativePrediction:
+    ) -> Prediction:
         """Load, validate and predict ``case`` once a slot is free.
 
         ``preprocess`` picks the path as ``bratseg predict --preprocess`` does
-        (:func:`~bratseg.native.dispatch.segment_any`): ``none`` (the default) is the fast path
-        for BraTS-space input; ``auto`` also takes native scans (any grid, with skull) and DICOM
-        study folders through the native pipeline, which returns a
-        :class:`~bratseg.native.pipeline.NativePrediction`; ``progress`` receives what each step did.
+        (:func:`~bratseg.inference.segment.segment`): ``none`` (the default) is the fast path
+        for BraTS-space input, whose guards name what is not BraTS-like; ``auto`` also takes
+        native scans (any grid, with skull) and DICOM study folders through the native pipeline,
+        whose prediction is on the patient's grid (its ``native`` set); ``progress`` receives
+        what each step did.
 
         Raises :class:`~bratseg.errors.BratsegError` subclasses only:
         :class:`~bratseg.errors.InvalidCaseError` (and the guards' refusals) for bad input,
@@ -236,10 +239,8 @@ class InferenceService:
         try:
             # Loading happens inside the slot too: the input volumes are most of the memory.
             t0 = time.perf_counter()
-            if preprocess == "none" or isinstance(case, CaseVolumes):
-                prediction = segmenter.segment(case)  # the guards name what is not BraTS-like
-            else:
-                prediction = segment_any(segmenter, case, preprocess, log=progress)
+            # Under none the guards refuse raw input: they read the voxels and name the file.
+            prediction = segment(case, preprocess, model=segmenter, log=progress, early_refusal=False)
             with self._count_lock:
                 self._recent = [*self._recent[-(_RECENT - 1) :], time.perf_counter() - t0]
             return prediction

@@ -2,7 +2,7 @@
 
 A web request may hold BraTS-space files, native scans (any grid, with skull) or a zipped
 DICOM study. :func:`segment_for_viewing` sends it down the path ``bratseg predict`` would take
-(:func:`~bratseg.native.dispatch.segment_any`) and returns a :class:`Shown`: the prediction on
+(:func:`~bratseg.inference.segment.segment`) and returns a :class:`Shown`: the prediction on
 the grid of the scans the user gave (for a native case, its T1ce's), the scans to draw it
 over, the prediction the model made on its own grid (where the confidence score is
 calibrated), and what preprocessing ran, step by step, for the page to state.
@@ -19,7 +19,7 @@ import nibabel as nib
 
 from bratseg.data.layout import Case
 from bratseg.inference.prediction import Prediction
-from bratseg.native.dispatch import PREPROCESS_CHOICES, Preprocess
+from bratseg.inference.segment import DEFAULT_PREPROCESS, PREPROCESS_CHOICES, Preprocess
 from bratseg.serving.uploads import UploadError
 from bratseg.serving.zips import DicomStudy
 
@@ -30,8 +30,8 @@ class SegmentationService(Protocol):
     """What the front ends need of a service: :class:`~bratseg.serving.service.InferenceService`."""
 
     def segment(
-        self, case: Any, preprocess: Preprocess = "none", progress: Callable[[str], None] | None = None
-    ) -> Any: ...
+        self, case: Any, preprocess: Preprocess = ..., progress: Callable[[str], None] | None = None
+    ) -> Prediction: ...
 
 
 @dataclass
@@ -53,27 +53,24 @@ class Shown:
 
 def parse_preprocess(value: str | None) -> Preprocess:
     """The ``preprocess`` form field: ``auto`` (the default), ``native`` or ``none``."""
-    value = (value or "auto").strip().lower()
+    value = (value or DEFAULT_PREPROCESS).strip().lower()
     if value not in PREPROCESS_CHOICES:
         raise UploadError(f"unknown preprocess {value!r}; choose one of {', '.join(PREPROCESS_CHOICES)}", 400)
     return value  # type: ignore[return-value]
 
 
 def segment_for_viewing(
-    service: SegmentationService, source: Case | DicomStudy, preprocess: Preprocess = "auto"
+    service: SegmentationService, source: Case | DicomStudy, preprocess: Preprocess = DEFAULT_PREPROCESS
 ) -> Shown:
     """Predict ``source`` by the path ``preprocess`` picks and return what the user is shown."""
-    from bratseg.native.patient_view import on_patient_grid
-    from bratseg.native.pipeline import NativePrediction
-
     steps: list[str] = []
     result = service.segment(
         source.folder if isinstance(source, DicomStudy) else source, preprocess, progress=steps.append
     )
-    if not isinstance(result, NativePrediction):
+    if result.native is None:
         return Shown(result, result, dict(source.images), {"path": "brats-space", "steps": [BRATS_SPACE_STEP]})
-    shown = on_patient_grid(result)
+    shown = result.on_patient_grid()
     volumes = shown.volumes
     scans = {m: nib.Nifti1Image(image, volumes.affine, volumes.header) for m, image in volumes.images.items()}
-    info = {"path": "native", "reference": result.reference, "steps": steps or list(result.steps)}
-    return Shown(shown, result.brats, scans, info)
+    info = {"path": "native", "reference": result.native.reference, "steps": steps or result.steps}
+    return Shown(shown, result.model_space, scans, info)

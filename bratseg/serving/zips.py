@@ -40,7 +40,7 @@ _DICOM_DECODED_PER_BYTE = 2
 @dataclass(frozen=True)
 class DicomStudy:
     """An extracted DICOM study: ``folder`` (named after the zip) holds its series, in
-    subfolders or mixed, for :func:`~bratseg.native.dispatch.segment_any`."""
+    subfolders or mixed, for :func:`~bratseg.inference.segment.segment`."""
 
     folder: Path
 
@@ -84,7 +84,7 @@ def case_from_zip(
         extracted = _extract(archive, members, dest, max_uncompressed_bytes)
     cases = find_cases(dest)  # a case folder without T1ce raises MissingModalityError
     if not cases:
-        from bratseg.native.dispatch import holds_dicom
+        from bratseg.native.inputs import holds_dicom
 
         if holds_dicom(dest):
             if extracted * _DICOM_DECODED_PER_BYTE > max_case_bytes:

@@ -1,4 +1,5 @@
-"""The per-case choice between the fast path and the native pipeline, and DICOM study inputs."""
+"""The per-case choice between the fast path and the native pipeline (``bratseg.inference.segment``),
+and DICOM study inputs."""
 
 from __future__ import annotations
 
@@ -8,14 +9,19 @@ import pydicom
 import pytest
 from pydicom.uid import generate_uid
 
+from bratseg.data.io import load_case
 from bratseg.data.layout import case_from_folder
 from bratseg.errors import InvalidCaseError
-from bratseg.native.dispatch import choose_path, dicom_inputs, holds_dicom, route, segment_any, study_folders
+from bratseg.inference import guards
+from bratseg.inference.segment import route, segment
+from bratseg.native.inputs import dicom_inputs, holds_dicom, study_folders
 
 
 def test_brats_space_case_takes_the_fast_path(brats18_case: Path) -> None:
-    assert choose_path(case_from_folder(brats18_case), "auto") == ("none", [])
-    assert choose_path(case_from_folder(brats18_case), "native")[0] == "native"
+    # Routed from its headers, and its voxels pass the BraTS-space checks the fast path runs.
+    assert route(case_from_folder(brats18_case), "auto")[0] == "none"
+    assert guards.brats_space_problems(load_case(case_from_folder(brats18_case), with_label=False)) == []
+    assert route(case_from_folder(brats18_case), "native")[0] == "native"
     assert route(brats18_case) == ("none", "BraTS grid")
     assert route(brats18_case, "native")[0] == "native"
     assert not holds_dicom(brats18_case)
@@ -26,14 +32,17 @@ def test_native_case_takes_the_native_path_and_none_refuses(data_dir: Path) -> N
     if not folder.is_dir():
         pytest.skip(f"native case not found at {folder}")
     case = case_from_folder(folder)
-    path, reasons = choose_path(case, "auto")
-    assert path == "native" and "differs from" in reasons[0]
+    path, _reason = route(case, "auto")
+    # The fast path could not even read it as one case: each sequence on its own grid.
+    with pytest.raises(InvalidCaseError, match="differs from"):
+        load_case(case, with_label=False)
+    assert path == "native"
     assert route(case)[0] == "native"
     with pytest.raises(
         InvalidCaseError,
         match=r"TCGA-FG-6692: not in BraTS space \(.*_fla.nii.gz is 208x256x26 at 0.9x0.9x5.5 mm\); run with",
     ):
-        segment_any(None, case, "none")  # refused before any model is needed
+        segment(case, "none", model=_NoModel())  # refused before any model is needed
 
 
 def test_dicom_study_inputs_name_their_series(data_dir: Path, tmp_path: Path) -> None:
@@ -63,7 +72,14 @@ def test_dicom_study_inputs_name_their_series(data_dir: Path, tmp_path: Path) ->
     with pytest.raises(InvalidCaseError, match="no series recognised as T1CE .* name it with --t1ce"):
         dicom_inputs(study / "s7")
     with pytest.raises(InvalidCaseError, match="DICOM scans need the native preprocessing"):
-        segment_any(None, study, "none")
+        segment(study, "none", model=_NoModel())
+
+
+class _NoModel:
+    """A model that must not be asked: refusals come before the model is needed."""
+
+    def segment(self, case):
+        raise AssertionError("the model was asked to segment")
 
 
 def test_a_1mm_crop_takes_the_fast_path(tmp_path: Path) -> None:
