@@ -65,9 +65,10 @@ def _font(size: int) -> ImageFont.ImageFont | ImageFont.FreeTypeFont:
         return ImageFont.load_default()
 
 
-def _display_spacing(axis: str, affine: np.ndarray, spacing: tuple[float, float, float]) -> tuple[float, float]:
-    """(row, column) spacing in mm of an ``axis`` slice as :mod:`render` orients it: rows
-    follow the remaining voxel axis of higher RAS world axis, columns the other."""
+def display_spacing(axis: str, affine: np.ndarray, spacing: tuple[float, float, float]) -> tuple[float, float]:
+    """(row, column) spacing in mm of an ``axis`` slice as :mod:`~bratseg.reporting.render`
+    orients it: rows follow the remaining voxel axis of higher RAS world axis, columns the other.
+    The PDFs draw slices at this aspect ratio."""
     ornt = orientation(affine)
     world = {"sagittal": 0, "coronal": 1, "axial": 2}[axis]
     rest = [a for a in range(3) if int(ornt[a, 0]) != world]
@@ -176,7 +177,7 @@ def key_slice_image(prediction: Prediction, scale: int = 2, uncertainty: bool | 
     font_size = 9 + 3 * scale
     top, bottom, captions = [], [], []
     for axis, index in slices.items():
-        row_mm, col_mm = _display_spacing(axis, volumes.affine, volumes.spacing)
+        row_mm, col_mm = display_spacing(axis, volumes.affine, volumes.spacing)
         box = _brain_box(display_slice(brain, axis, index, ornt))
         overlay = render_overlay(volumes, labels, "whole tumour", axis, index, base=base)[box]
         top.append(_to_physical(overlay, row_mm, col_mm, scale))
@@ -246,7 +247,7 @@ def draw_target_lesions(
     if not targets or voxel_axis("axial", ornt) != measurement.axial_axis:
         return 0
     base = "t1ce" if "t1ce" in volumes.images else next(iter(volumes.images))
-    row_mm, col_mm = _display_spacing("axial", volumes.affine, volumes.spacing)
+    row_mm, col_mm = display_spacing("axial", volumes.affine, volumes.spacing)
     left, bottom, width, height = rect
     slot = width / len(targets)
     for number, lesion in enumerate(targets, start=1):

@@ -20,7 +20,7 @@ import numpy as np
 from bratseg.data.io import CaseVolumes, atomic_write_bytes
 from bratseg.errors import ReportError
 from bratseg.reporting.render import display_slice, orientation, render_overlay, voxel_axis
-from bratseg.reporting.report import _MATPLOTLIB_LOCK, DISCLAIMER, PageWriter
+from bratseg.reporting.report import DISCLAIMER, MATPLOTLIB_LOCK, PageWriter
 
 if TYPE_CHECKING:
     from bratseg.followup.compare import FollowupResult, ReportMaps
@@ -143,7 +143,7 @@ def _difference_picture(volumes: CaseVolumes, difference: np.ndarray, index: int
 
 
 def _matched_page(figure, result, base, follow_on_base, difference, images) -> None:
-    from bratseg.reporting.figures import _display_spacing
+    from bratseg.reporting.figures import display_spacing
 
     w = PageWriter(figure)
     w.line("Matched axial slices (baseline grid)", 14, weight="bold")
@@ -156,7 +156,7 @@ def _matched_page(figure, result, base, follow_on_base, difference, images) -> N
     followup_volumes = _volumes(base, images["followup"])
     axis = voxel_axis("axial", orientation(base.affine))
     slices = _matched_slices(base, follow_on_base, axis, result.baseline)
-    row_mm, col_mm = _display_spacing("axial", base.affine, baseline_volumes.spacing)
+    row_mm, col_mm = display_spacing("axial", base.affine, baseline_volumes.spacing)
     top, bottom = w.y - 0.01, 0.06
     height = (top - bottom) / len(slices)
     for row, index in enumerate(slices):
@@ -208,7 +208,7 @@ def write_followup_report(result: FollowupResult, maps: ReportMaps, path: str | 
     follow_on_base, difference = maps.followup_on_baseline, maps.difference
 
     def write(tmp: Path) -> None:
-        with _MATPLOTLIB_LOCK, matplotlib.rc_context({"pdf.fonttype": 42, "font.family": "DejaVu Sans"}):
+        with MATPLOTLIB_LOCK, matplotlib.rc_context({"pdf.fonttype": 42, "font.family": "DejaVu Sans"}):
             metadata = {"Title": f"bratseg follow-up: {base.name} -> {follow.name}", "Creator": "bratseg"}
             with PdfPages(tmp, metadata=metadata) as pdf:
                 page = Figure(figsize=_PAGE)

@@ -54,7 +54,9 @@ RANO_METHOD = (
     "the targets; the SPD is the sum of their products (RANO 2.0, Wen et al., J Clin Oncol 2023). These are "
     "automatic measurements of a predicted label map: check them against the images."
 )
-_MATPLOTLIB_LOCK = threading.Lock()
+MATPLOTLIB_LOCK = threading.Lock()
+"""Held while a PDF is drawn: matplotlib's rc settings are global, and the web servers write
+reports from several threads."""
 
 
 @dataclass
@@ -380,7 +382,7 @@ def write_report(
     def write(tmp: Path) -> None:
         # TrueType text (not matplotlib's default Type 3) keeps the PDF's text extractable.
         # rcParams are process-wide: the lock keeps concurrent web requests from mixing them.
-        with _MATPLOTLIB_LOCK, matplotlib.rc_context({"pdf.fonttype": 42, "font.family": "DejaVu Sans"}):
+        with MATPLOTLIB_LOCK, matplotlib.rc_context({"pdf.fonttype": 42, "font.family": "DejaVu Sans"}):
             figure = Figure(figsize=_PAGE)
             _draw_page(figure, prediction, info, steps, confidence, measurement)
             metadata = {"Title": f"bratseg report: {prediction.volumes.case_id}", "Creator": "bratseg"}
