@@ -1,5 +1,6 @@
-"""Evaluation of segmentations against references: BraTS metrics and the ``bratseg evaluate``
-report.
+"""Evaluation of segmentations against references: BraTS metrics (:mod:`~bratseg.evaluation.metrics`),
+pairing (:mod:`~bratseg.evaluation.pairing`), scores of files (:mod:`~bratseg.evaluation.scores`) and
+the report files ``bratseg evaluate`` writes (:mod:`~bratseg.evaluation.summary`).
 
 Example:
     >>> import numpy as np
@@ -22,16 +23,8 @@ from bratseg.evaluation.metrics import (
     hd95,
 )
 from bratseg.evaluation.pairing import Pair, Pairing, case_id_of, match_pairs, pairs_in_folders, read_pairs_csv
-from bratseg.evaluation.report import (
-    CaseResult,
-    Evaluation,
-    evaluate_files,
-    evaluate_folder,
-    evaluate_pairs,
-    run_evaluate,
-    summary_table,
-    write_report,
-)
+from bratseg.evaluation.scores import CaseResult, Evaluation, evaluate_files, evaluate_folder, evaluate_pairs
+from bratseg.evaluation.summary import summary_table, write_report
 
 __all__ = [
     "HD95_EMPTY",
@@ -56,7 +49,6 @@ __all__ = [
     "match_pairs",
     "pairs_in_folders",
     "read_pairs_csv",
-    "run_evaluate",
     "summary_table",
     "write_report",
 ]
