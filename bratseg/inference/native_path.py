@@ -77,10 +77,12 @@ def segment_native(
 
             written = write_intermediate(Path(keep_intermediate), case, patient, model_space.labels, steps)
             say(f"{len(written)} files in {keep_intermediate}")
-    return _on_patient_grid(case, model_space, patient, steps)
+    return _patient_prediction(case, model_space, patient, steps)
 
 
-def _on_patient_grid(case: BratsSpaceCase, model_space: Prediction, patient: PatientGrid, steps: StepLog) -> Prediction:
+def _patient_prediction(
+    case: BratsSpaceCase, model_space: Prediction, patient: PatientGrid, steps: StepLog
+) -> Prediction:
     """The prediction on the reference grid: the labels and co-registered scans there (sharing
     the pipeline's arrays), the BraTS-space prediction and the pipeline's record in its view."""
     labels = np.asarray(patient.labels.dataobj, dtype=np.uint8)

@@ -110,7 +110,7 @@ def segment(
         raise ValueError(f"preprocess must be one of {', '.join(PREPROCESS_CHOICES)}, not {preprocess!r}")
     from bratseg.data.io import CaseVolumes
     from bratseg.inference.native_path import segment_native
-    from bratseg.native.inputs import dicom_inputs, holds_dicom
+    from bratseg.native.inputs import holds_dicom
 
     if isinstance(source, CaseVolumes) or (preprocess == "none" and not early_refusal):
         return _loaded(model).segment(source)
@@ -118,17 +118,7 @@ def segment(
     if not isinstance(source, Case) and holds_dicom(source):
         if preprocess == "none":
             raise InvalidCaseError(source, "DICOM scans need the native preprocessing (--preprocess auto or native)")
-        inputs = dicom_inputs(source)
-        for note in inputs.notes:
-            _say(log, note)
-        return segment_native(
-            _loaded(model),
-            inputs.images,
-            keep_intermediate=keep_intermediate,
-            log=log,
-            case_id=inputs.case_id,
-            names=inputs.names,
-        )
+        return _segment_study(Path(source), model, keep_intermediate, log)
     case = source if isinstance(source, Case) else case_from_folder(source)
     path, reason = route(case, "auto" if preprocess == "none" else preprocess)
     if preprocess == "none" and path == "native":
@@ -148,6 +138,30 @@ def segment(
     _say(log, f"native preprocessing: {reason}")
     return segment_native(
         segmenter, dict(case.images), keep_intermediate=keep_intermediate, log=log, case_id=case.case_id
+    )
+
+
+def _segment_study(
+    study: Path,
+    model: Segmenter | str | Path | None,
+    keep_intermediate: str | Path | None,
+    log: Callable[[str], None] | None,
+) -> Prediction:
+    """A DICOM study (folder or zip) on the native path, its series recognised from their tags
+    (one ``log`` line per sequence)."""
+    from bratseg.inference.native_path import segment_native
+    from bratseg.native.inputs import dicom_inputs
+
+    inputs = dicom_inputs(study)
+    for note in inputs.notes:
+        _say(log, note)
+    return segment_native(
+        _loaded(model),
+        inputs.images,
+        keep_intermediate=keep_intermediate,
+        log=log,
+        case_id=inputs.case_id,
+        names=inputs.names,
     )
 
 
