@@ -362,7 +362,7 @@ def test_odd_geometry_gets_a_clear_message(client: Client, app: AppProcess, bad_
 
 def test_a_one_slice_view_gets_a_fixed_slider():
     """A slider from 0 to 0 breaks Gradio's page: one slice gets a fixed, valid one."""
-    from bratseg.serving.demo_parts import slider
+    from bratseg.serving.gradio_parts import slider
 
     one = slider("axial", 1, 0)
     assert one.minimum < one.maximum and one.value == 0 and one.interactive is False
@@ -484,7 +484,7 @@ def test_rerendering_never_calls_the_service(tmp_path, monkeypatch):
 
 def test_region_choices_are_the_original_four_then_the_brats_regions():
     from bratseg.data.labels import ORIGINAL_PARTS, resolve_region
-    from bratseg.serving.gradio_app import REGION_CHOICES
+    from bratseg.serving.gradio_page import REGION_CHOICES
 
     values = [value for _label, value in REGION_CHOICES]
     assert values == [*ORIGINAL_PARTS, "whole tumour", "tumour core", "enhancing tumour"]
@@ -500,8 +500,8 @@ def test_region_choices_are_the_original_four_then_the_brats_regions():
 def test_session_keeps_labels_and_flair_only(tmp_path):
     from bratseg.data.io import load_case
     from bratseg.inference.predictor import Prediction
-    from bratseg.serving.demo_parts import slim as _slim
-    from bratseg.serving.demo_parts import volumes_table
+    from bratseg.serving.gradio_parts import slim as _slim
+    from bratseg.serving.gradio_parts import volumes_table
     from bratseg.synthetic import write_synthetic_case
 
     volumes = load_case(write_synthetic_case(tmp_path / "SYNTHETIC_SLIM", shape=(32, 32, 16)), with_label=False)

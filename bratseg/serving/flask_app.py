@@ -151,6 +151,18 @@ def create_app(
     )
     init_viewer(app, results)
     init_followup(app)  # POST /api/followup
+    _register_workdir(app)
+    _register_pages(app)
+    _register_api(app)
+    _register_errors(app)
+    return app
+
+
+# ------------------------------------------------------------------------- routes
+
+
+def _register_workdir(app: Flask) -> None:
+    """Every POST gets a private folder, removed when its request ends, whatever happened."""
 
     @app.before_request
     def _open_workdir() -> None:
@@ -165,6 +177,10 @@ def create_app(
         if stack is not None:
             request.close()  # the upload spool files live in the folder: close them first
             stack.close()
+
+
+def _register_pages(app: Flask) -> None:
+    """The original project's pages: the form (``GET /``) and its result (``POST /outpg``)."""
 
     @app.get("/")
     def index() -> str:
@@ -181,26 +197,11 @@ def create_app(
         except (BratsegError, RequestEntityTooLarge) as exc:
             status, message = _error(exc)
             return _render_form(error=message), status
-        return render_template(
-            "result.html",
-            case=result["case"],
-            region=result["region"],
-            axis=result["axis"],
-            slice=result["slice"],
-            slices=result["slices"],
-            volumes=result["volumes_cm3"],
-            seconds=result["seconds"],
-            inputs_png=result.pop("inputs_png_base64"),
-            overlay_png=result["overlay_png_base64"],
-            legend=legend_html(result["region"]),
-            labels_url=result["labels_url"],
-            viewer_url=result["viewer_url"],
-            uncertainty_url=result["uncertainty_url"],
-            report_url=result["report_url"],
-            confidence=result["confidence"],
-            warnings=result["warnings"],
-            preprocessing=result.get("preprocessing"),
-        )
+        return _render_result(result)
+
+
+def _register_api(app: Flask) -> None:
+    """The JSON API (``POST /api/predict``) and the health check (``GET /healthz``)."""
 
     @app.post("/api/predict")
     def api_predict() -> tuple[Response, int]:
@@ -230,6 +231,10 @@ def create_app(
             return jsonify(status="error", error=str(service.error), **body), 503
         return jsonify(status="loading", **body), 503
 
+
+def _register_errors(app: Flask) -> None:
+    """Errors outside the views: JSON under ``/api/``, the form with a message elsewhere."""
+
     @app.errorhandler(RequestEntityTooLarge)
     def too_large(exc: RequestEntityTooLarge) -> tuple[Any, int]:
         # Raised before a view runs when Content-Length alone is over the limit.
@@ -253,8 +258,6 @@ def create_app(
             return jsonify(error="internal server error; the request was not processed"), 500
         return _render_form(error="Internal server error; the request was not processed."), 500
 
-    return app
-
 
 # ------------------------------------------------------------------------- request handling
 
@@ -270,6 +273,30 @@ def _render_form(error: str | None = None) -> str:
         parts=list(ORIGINAL_PARTS),
         axes=AXES,
         paths_allowed=_state().data_root is not None,
+    )
+
+
+def _render_result(result: dict[str, Any]) -> str:
+    """The ``/outpg`` page of a prediction (:func:`_predict`'s body, with the input slices)."""
+    return render_template(
+        "result.html",
+        case=result["case"],
+        region=result["region"],
+        axis=result["axis"],
+        slice=result["slice"],
+        slices=result["slices"],
+        volumes=result["volumes_cm3"],
+        seconds=result["seconds"],
+        inputs_png=result.pop("inputs_png_base64"),
+        overlay_png=result["overlay_png_base64"],
+        legend=legend_html(result["region"]),
+        labels_url=result["labels_url"],
+        viewer_url=result["viewer_url"],
+        uncertainty_url=result["uncertainty_url"],
+        report_url=result["report_url"],
+        confidence=result["confidence"],
+        warnings=result["warnings"],
+        preprocessing=result.get("preprocessing"),
     )
 
 

@@ -1,8 +1,8 @@
 """The Gradio demo: upload a BraTS case, see the predicted tumour regions slice by slice.
 
-:func:`build_demo` wires the page to an :class:`~bratseg.serving.service.InferenceService`
-(one model, loaded once, shared by every visitor); ``app.py`` at the repository root parses
-the command line and calls :func:`launch`.
+:func:`build_demo` wires the page (:mod:`bratseg.serving.gradio_page`) to an
+:class:`~bratseg.serving.service.InferenceService` (one model, loaded once, shared by every
+visitor); ``app.py`` at the repository root parses the command line and calls :func:`launch`.
 
 The model runs only in the ``segment`` event. Its :class:`~bratseg.inference.predictor.Prediction`
 is kept in the visitor's session (``gr.State``), so choosing another region, view or slice
@@ -33,20 +33,19 @@ Example:
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from typing import Any
 
 import gradio as gr
 
-from bratseg.data.labels import ORIGINAL_PARTS
 from bratseg.errors import BratsegError
 from bratseg.inference.prediction import Prediction
-from bratseg.inference.segment import PREPROCESS_CHOICES
-from bratseg.reporting.render import AXES
 from bratseg.serving.demo_files import private_cache
-from bratseg.serving.demo_parts import (
+from bratseg.serving.gradio_followup import followup_section
+from bratseg.serving.gradio_page import Page, layout
+from bratseg.serving.gradio_parts import (
     OUTPUTS,
     VIEWER_MOUNT,
-    VOLUME_COLUMNS,
     case_from_inputs,
     confidence_markdown,
     draw,
@@ -59,7 +58,6 @@ from bratseg.serving.demo_parts import (
     viewer_html,
     volumes_table,
 )
-from bratseg.serving.gradio_followup import followup_section
 from bratseg.serving.legend import legend_html
 from bratseg.serving.results import REPORT, Result, ResultStore, build_result
 from bratseg.serving.shown import SegmentationService, parse_preprocess, segment_for_viewing
@@ -67,23 +65,10 @@ from bratseg.serving.uploads import request_workdir
 
 log = logging.getLogger("bratseg.gradio")
 
-# The original app's four ``part_of_tumor`` choices first (values kept verbatim so old
-# scripts still work), then the three regions BraTS is scored on.
-REGION_CHOICES: list[tuple[str, str]] = [(f"{part} ({ORIGINAL_PARTS[part]})", part) for part in ORIGINAL_PARTS] + [
-    (f"{name} (BraTS {key})", name)
-    for key, name in (("WT", "whole tumour"), ("TC", "tumour core"), ("ET", "enhancing tumour"))
-]
-DEFAULT_REGION = "all_the_tumor"
-DEFAULT_VIEW = "axial"
-NIFTI_TYPES = [".nii", ".nii.gz"]
 DEFAULT_MAX_ZIP_BYTES = 2_000_000_000  # four float32 BraTS volumes are ~150 MB; room for big grids
 # Gradio's cache: every 10 minutes, files older than an hour go (uploads are patient data).
 DELETE_CACHE = (600, 3600)
-# A session's prediction holds its labels and FLAIR (~45 MB for a BraTS case); drop it when
-# the visitor has not segmented anything for this long, as Gradio keeps open tabs' state.
-STATE_TTL_S = 3600
 NO_PREDICTION = "Nothing segmented yet in this session: upload a case and press Segment."
-FILE_BOX = 140  # px: the upload boxes must fit beside the picture
 CSS = """
 /* Slices are ~240 voxels: enlarge them to the column (Gradio's own rules need !important),
    keeping label edges crisp. */
@@ -95,13 +80,6 @@ CSS = """
 }
 #status { min-height: 1.5em; }
 """
-
-
-# ------------------------------------------------------------------------------ helpers
-
-
-def _nifti_box(label: str, elem_id: str) -> gr.File:
-    return gr.File(label=label, file_types=NIFTI_TYPES, height=FILE_BOX, elem_id=elem_id)
 
 
 def build_demo(
@@ -125,40 +103,65 @@ def build_demo(
     """
     private_cache()  # before gr.Blocks: Gradio reads its cache folder when a Blocks is made
     results = ResultStore() if results is None else results
+    segment = _segment_handler(service, results, max_zip_bytes)
+    with gr.Blocks(
+        title="bratseg: brain-tumour segmentation", analytics_enabled=False, delete_cache=DELETE_CACHE
+    ) as demo:
+        page = layout()
+        followup_section(service, results, max_zip_bytes, concurrency)  # two time points: /followup
+        _wire_events(page, segment, concurrency)
+    demo.queue(default_concurrency_limit=concurrency, max_size=max_queue)
+    demo.bratseg_results = results  # what launch() serves the viewer from
+    return demo
 
-    def predict(flair, t1ce, t1, t2, zip_file, preprocess) -> tuple[Prediction, Result, str, str]:
-        """Predict (on the native path for scans not in BraTS space), keep the result for the
-        viewer, write the downloads; every failure becomes a message for the user."""
-        try:
-            with request_workdir() as workdir:
-                case = case_from_inputs(flair, t1ce, t1, t2, zip_file, workdir, max_zip_bytes)
-                shown = segment_for_viewing(service, case, parse_preprocess(preprocess))
-                prediction = shown.prediction
-                # Read the scans the viewer shows while the request folder still holds them.
-                result = build_result(
-                    prediction,
-                    shown.scans,
-                    max_bytes=results.max_result_bytes,
-                    model_space=shown.model_space,
-                    preprocessing=shown.preprocessing,
-                )
-            key = results.put(result)
-            out = OUTPUTS.new_file(f"{prediction.volumes.case_id}_seg.nii.gz")
-            out.write_bytes(result.files["labels.nii.gz"].data)
-            return prediction, result, key, str(out)
-        except gr.Error:
-            raise
-        except BratsegError as exc:
-            # Bad input (or a busy or broken model): the message names the file and the problem.
-            log.info("refused input: %s", exc)
-            raise gr.Error(str(exc), print_exception=False) from None
-        except Exception as exc:
-            log.exception("segmentation failed")
-            raise gr.Error(
-                f"Unexpected error while segmenting this case ({type(exc).__name__}: {exc}); "
-                "the server log has the details.",
-                print_exception=False,
-            ) from None
+
+# ------------------------------------------------------------------------------ events
+
+
+def _predict(
+    service: SegmentationService,
+    results: ResultStore,
+    max_zip_bytes: int,
+    inputs: tuple[str | None, ...],
+    preprocess: str,
+) -> tuple[Prediction, Result, str, str]:
+    """Predict the case of ``inputs`` (flair, t1ce, t1, t2, zip; on the native path for scans
+    not in BraTS space), keep the result for the viewer, write the downloads; every failure
+    becomes a message for the user."""
+    try:
+        with request_workdir() as workdir:
+            case = case_from_inputs(*inputs, workdir, max_zip_bytes)
+            shown = segment_for_viewing(service, case, parse_preprocess(preprocess))
+            prediction = shown.prediction
+            # Read the scans the viewer shows while the request folder still holds them.
+            result = build_result(
+                prediction,
+                shown.scans,
+                max_bytes=results.max_result_bytes,
+                model_space=shown.model_space,
+                preprocessing=shown.preprocessing,
+            )
+        key = results.put(result)
+        out = OUTPUTS.new_file(f"{prediction.volumes.case_id}_seg.nii.gz")
+        out.write_bytes(result.files["labels.nii.gz"].data)
+        return prediction, result, key, str(out)
+    except gr.Error:
+        raise
+    except BratsegError as exc:
+        # Bad input (or a busy or broken model): the message names the file and the problem.
+        log.info("refused input: %s", exc)
+        raise gr.Error(str(exc), print_exception=False) from None
+    except Exception as exc:
+        log.exception("segmentation failed")
+        raise gr.Error(
+            f"Unexpected error while segmenting this case ({type(exc).__name__}: {exc}); "
+            "the server log has the details.",
+            print_exception=False,
+        ) from None
+
+
+def _segment_handler(service: SegmentationService, results: ResultStore, max_zip_bytes: int) -> Callable[..., Any]:
+    """The ``segment`` event (its parameter names are the ``/segment`` endpoint's)."""
 
     def segment(
         flair: str | None,
@@ -170,7 +173,8 @@ def build_demo(
         view: str,
         preprocess: str = "auto",
     ) -> tuple[Any, ...]:
-        prediction, result, key, labels_file = predict(flair, t1ce, t1, t2, zip_file, preprocess)
+        inputs = (flair, t1ce, t1, t2, zip_file)
+        prediction, result, key, labels_file = _predict(service, results, max_zip_bytes, inputs, preprocess)
         vols = prediction.volumes
         log.info("segmented %s %s in %.2f s", vols.case_id, "x".join(map(str, vols.shape)), prediction.seconds)
         prediction = slim(prediction)
@@ -180,12 +184,6 @@ def build_demo(
             log.exception("choosing a slice of %s failed", vols.case_id)
             raise gr.Error(f"Could not choose a slice of {vols.case_id}: {exc}", print_exception=False) from None
         image, legend = draw(prediction, region, view, best)
-        synthetic = " — a **synthetic** example, not a patient scan" if is_synthetic(vols.case_id) else ""
-        spacing = " × ".join(f"{s:g}" for s in vols.spacing)
-        status = (
-            f"Segmented **{vols.case_id}**{synthetic}: {' × '.join(map(str, vols.shape))} voxels of "
-            f"{spacing} mm, in {prediction.seconds:.1f} s. {preprocessing_markdown(result)}"
-        )
         report = None
         if REPORT in result.files:
             report = OUTPUTS.new_file(result.files[REPORT].download_name)
@@ -198,145 +196,93 @@ def build_demo(
             volumes_table(prediction),
             labels_file,
             round(prediction.seconds, 2),
-            status,
+            _status(prediction, result),
             viewer_html(key),
             confidence_markdown(result),
             gr.DownloadButton(value=None if report is None else str(report), interactive=report is not None),
         )
 
-    def render(prediction: Prediction | None, region: str, view: str, index: float) -> tuple[Any, Any]:
-        if prediction is None:  # nothing segmented yet, or the session's prediction expired
-            gr.Warning(NO_PREDICTION)
-            return gr.skip(), legend_html(region)
-        return draw(prediction, region, view, int(index))
+    return segment
 
-    def change_view(prediction: Prediction | None, region: str, view: str) -> tuple[Any, Any, Any]:
-        if prediction is None:
-            gr.Warning(NO_PREDICTION)
-            return gr.skip(), gr.skip(), gr.skip()
-        try:
-            n, best = slice_range(prediction, region, view)
-        except Exception as exc:
-            log.exception("choosing a slice failed")
-            raise gr.Error(f"Could not choose a {view} slice: {exc}", print_exception=False) from None
-        image, legend = draw(prediction, region, view, best)
-        return image, legend, slider(view, n, best)
 
-    def load_example() -> tuple[Any, ...]:
-        case = synthetic_example()
-        files = [str(case.images[m]) for m in ("flair", "t1ce", "t1", "t2")]
-        status = f"Loaded **{case.case_id}**, a **synthetic** example (generated shapes, not a patient scan)."
-        return (*files, None, status)
+def _status(prediction: Prediction, result: Result) -> str:
+    """The status line after ``segment``: the case, its grid, the time and the preprocessing."""
+    vols = prediction.volumes
+    synthetic = " — a **synthetic** example, not a patient scan" if is_synthetic(vols.case_id) else ""
+    spacing = " × ".join(f"{s:g}" for s in vols.spacing)
+    return (
+        f"Segmented **{vols.case_id}**{synthetic}: {' × '.join(map(str, vols.shape))} voxels of "
+        f"{spacing} mm, in {prediction.seconds:.1f} s. {preprocessing_markdown(result)}"
+    )
 
-    with gr.Blocks(
-        title="bratseg: brain-tumour segmentation", analytics_enabled=False, delete_cache=DELETE_CACHE
-    ) as demo:
-        gr.Markdown(
-            "# bratseg: brain-tumour segmentation\n"
-            "Upload an MRI case (FLAIR and T1ce are required, T1 and T2 optional; `.nii` or `.nii.gz`, in BraTS "
-            "space or as scanned), or one `.zip` of a case folder or a DICOM study, and press **Segment**. "
-            "A 2-D U-Net labels necrotic core, edema and "
-            "enhancing tumour. *Research demo, not for diagnosis.*"
-        )
-        prediction_state = gr.State(None, time_to_live=STATE_TTL_S)
-        with gr.Row():
-            with gr.Column(scale=1):
-                with gr.Tabs():
-                    with gr.Tab("NIfTI files"):
-                        with gr.Row():
-                            flair = _nifti_box("FLAIR (required)", "flair")
-                            t1ce = _nifti_box("T1ce (required)", "t1ce")
-                        with gr.Row():
-                            t1 = _nifti_box("T1 (optional)", "t1")
-                            t2 = _nifti_box("T2 (optional)", "t2")
-                    with gr.Tab("Zipped case folder or DICOM study"):
-                        zip_file = gr.File(
-                            label="One .zip of a case folder (any BraTS naming, any depth) or of a DICOM study",
-                            file_types=[".zip"],
-                            height=FILE_BOX,
-                            elem_id="zip",
-                        )
-                preprocess = gr.Radio(
-                    list(PREPROCESS_CHOICES),
-                    value="auto",
-                    label="Preprocessing",
-                    info="auto: scans not in BraTS space (with skull, any grid, DICOM) are skull-stripped and "
-                    "registered first; native: always; none: the scans are already in BraTS space",
-                    elem_id="preprocess",
-                )
-                with gr.Row():
-                    segment_button = gr.Button("Segment", variant="primary", elem_id="segment")
-                    example_button = gr.Button("Load synthetic example", elem_id="example")
-                status = gr.Markdown(elem_id="status")
-                confidence = gr.Markdown(elem_id="confidence")
-                with gr.Row():
-                    seconds = gr.Number(label="Prediction time (s)", precision=2, interactive=False, elem_id="seconds")
-                    download = gr.File(
-                        label="Segmentation (NIfTI, labels 0/1/2/4)",
-                        interactive=False,
-                        height=FILE_BOX,
-                        elem_id="download",
-                    )
-                volumes = gr.Dataframe(
-                    headers=VOLUME_COLUMNS, label="Region volumes", interactive=False, elem_id="volumes"
-                )
-                report = gr.DownloadButton("Download the PDF report", interactive=False, elem_id="report")
-            with gr.Column(scale=1):
-                with gr.Row():
-                    region = gr.Dropdown(REGION_CHOICES, value=DEFAULT_REGION, label="Region", elem_id="region")
-                    view = gr.Radio(list(AXES), value=DEFAULT_VIEW, label="View", elem_id="view")
-                index = gr.Slider(
-                    0, 154, value=77, step=1, precision=0, label="Axial slice", interactive=False, elem_id="slice"
-                )
-                overlay = gr.Image(
-                    label="Prediction over FLAIR",
-                    type="numpy",
-                    format="png",  # lossless: label edges must not smear
-                    interactive=False,
-                    buttons=["download", "fullscreen"],  # no "share": it would upload to a third party
-                    alt_text="FLAIR slice with the predicted tumour region in colour",
-                    elem_id="overlay",
-                )
-                legend = gr.HTML(legend_html(DEFAULT_REGION), elem_id="legend")
-        with gr.Accordion("Interactive 3-D viewer: all regions, three planes and 3-D, uncertainty map", open=True):
-            viewer = gr.HTML(viewer_html(None), elem_id="viewer")
-        followup_section(service, results, max_zip_bytes, concurrency)  # two time points: /followup
 
-        segment_event = dict(
-            fn=segment,
-            inputs=[flair, t1ce, t1, t2, zip_file, region, view, preprocess],
-            outputs=[
-                prediction_state,
-                *(overlay, legend, index, volumes, download, seconds, status, viewer, confidence, report),
-            ],
-        )
-        segment_button.click(**segment_event, api_name="segment")
-        example_button.click(
-            load_example, outputs=[flair, t1ce, t1, t2, zip_file, status], api_name="load_example"
-        ).success(**segment_event, api_visibility="private")
-        # .input fires on the visitor's changes only, not when ``segment`` moves the slider;
-        # always_last drops the intermediate positions of a drag that rendering cannot keep up with.
-        gr.on(
-            [region.input, index.input],
-            render,
-            inputs=[prediction_state, region, view, index],
-            outputs=[overlay, legend],
-            api_name="render",
-            trigger_mode="always_last",
-            concurrency_limit=4 * concurrency,
-            show_progress="hidden",
-        )
-        view.input(
-            change_view,
-            inputs=[prediction_state, region, view],
-            outputs=[overlay, legend, index],
-            api_name="view",
-            concurrency_limit=4 * concurrency,
-            show_progress="hidden",
-        )
-    demo.queue(default_concurrency_limit=concurrency, max_size=max_queue)
-    demo.bratseg_results = results  # what launch() serves the viewer from
-    return demo
+def render(prediction: Prediction | None, region: str, view: str, index: float) -> tuple[Any, Any]:
+    # The ``render`` event: another region or slice (no docstring: Gradio would show it in the API page).
+    if prediction is None:  # nothing segmented yet, or the session's prediction expired
+        gr.Warning(NO_PREDICTION)
+        return gr.skip(), legend_html(region)
+    return draw(prediction, region, view, int(index))
+
+
+def change_view(prediction: Prediction | None, region: str, view: str) -> tuple[Any, Any, Any]:
+    # The ``view`` event: another view, at its best slice.
+    if prediction is None:
+        gr.Warning(NO_PREDICTION)
+        return gr.skip(), gr.skip(), gr.skip()
+    try:
+        n, best = slice_range(prediction, region, view)
+    except Exception as exc:
+        log.exception("choosing a slice failed")
+        raise gr.Error(f"Could not choose a {view} slice: {exc}", print_exception=False) from None
+    image, legend = draw(prediction, region, view, best)
+    return image, legend, slider(view, n, best)
+
+
+def load_example() -> tuple[Any, ...]:
+    # The ``load_example`` event: the synthetic case's files in the upload boxes.
+    case = synthetic_example()
+    files = [str(case.images[m]) for m in ("flair", "t1ce", "t1", "t2")]
+    status = f"Loaded **{case.case_id}**, a **synthetic** example (generated shapes, not a patient scan)."
+    return (*files, None, status)
+
+
+def _wire_events(page: Page, segment: Callable[..., Any], concurrency: int) -> None:
+    """The page's events, in the order the API lists them."""
+    segment_event = dict(
+        fn=segment,
+        inputs=[page.flair, page.t1ce, page.t1, page.t2, page.zip_file, page.region, page.view, page.preprocess],
+        outputs=[
+            page.prediction,
+            *(page.overlay, page.legend, page.index, page.volumes, page.download, page.seconds),
+            *(page.status, page.viewer, page.confidence, page.report),
+        ],
+    )
+    page.segment_button.click(**segment_event, api_name="segment")
+    page.example_button.click(
+        load_example,
+        outputs=[page.flair, page.t1ce, page.t1, page.t2, page.zip_file, page.status],
+        api_name="load_example",
+    ).success(**segment_event, api_visibility="private")
+    # .input fires on the visitor's changes only, not when ``segment`` moves the slider;
+    # always_last drops the intermediate positions of a drag that rendering cannot keep up with.
+    gr.on(
+        [page.region.input, page.index.input],
+        render,
+        inputs=[page.prediction, page.region, page.view, page.index],
+        outputs=[page.overlay, page.legend],
+        api_name="render",
+        trigger_mode="always_last",
+        concurrency_limit=4 * concurrency,
+        show_progress="hidden",
+    )
+    page.view.input(
+        change_view,
+        inputs=[page.prediction, page.region, page.view],
+        outputs=[page.overlay, page.legend, page.index],
+        api_name="view",
+        concurrency_limit=4 * concurrency,
+        show_progress="hidden",
+    )
 
 
 def viewer_routes(demo: gr.Blocks) -> list[Any]:

@@ -21,7 +21,6 @@ import gradio as gr
 
 from bratseg.errors import BratsegError
 from bratseg.inference.segment import PREPROCESS_CHOICES
-from bratseg.serving.demo_parts import OUTPUTS, VIEWER_HEIGHT, VIEWER_MOUNT, case_from_inputs
 from bratseg.serving.followup_web import (
     TIME_POINT_NAMES,
     TIME_POINTS,
@@ -30,6 +29,7 @@ from bratseg.serving.followup_web import (
     measurement_rows,
     response_markdown,
 )
+from bratseg.serving.gradio_parts import OUTPUTS, VIEWER_HEIGHT, VIEWER_MOUNT, case_from_inputs
 from bratseg.serving.results import FOLLOWUP_JSON, REPORT, ResultStore
 from bratseg.serving.shown import SegmentationService, parse_preprocess
 from bratseg.serving.uploads import request_workdir
