@@ -10,6 +10,8 @@ Measures, in one run on the same machine (each measurement in a fresh process):
 * **single call**: ``bratseg predict CASE --output OUT.nii.gz --quiet``, median of
   ``--cli-runs`` (network cache warm), one call with an empty network cache (a model's first
   load), and peak RSS;
+* **server call**: the same single call with ``--server URL`` to a ``bratseg serve`` started by
+  the script (warm: one call first), median of ``--cli-runs``;
 * **SegResNet**: MONAI's BraTS-tutorial SegResNet (``blocks_down=[1, 2, 2, 4],
   blocks_up=[1, 1, 1], init_filters=16, in_channels=4, out_channels=3, dropout_prob=0.2``,
   random weights) with ``sliding_window_inference(roi_size=(240, 240, 160), sw_batch_size=1,
@@ -28,7 +30,7 @@ inflated.
 
 Usage:
     python bench/bench_throughput.py [--cases 20] [--runs 3] [--cli-runs 5] [--monai-runs 3]
-                                     [--threads N] [--no-monai] [--json OUT.json]
+                                     [--threads N] [--no-monai] [--no-server] [--json OUT.json]
 """
 
 from __future__ import annotations
@@ -230,6 +232,8 @@ def measure(args: argparse.Namespace) -> dict:
             cmd = [*one, "--output", str(tmp / f"single{i}.nii.gz")]
             singles.append(_run_worker("command", json.dumps(cmd), json.dumps(cache)))
         results["single"] = singles
+        if not args.no_server:
+            results["server_call"] = _server_calls(one, tmp, cache, args.cli_runs)
         batches = []
         for i in range(args.runs):
             cmd = [*_bratseg(), "predict", str(data), "--output", str(tmp / f"out{i}"), "--quiet", *threads]
@@ -243,6 +247,41 @@ def measure(args: argparse.Namespace) -> dict:
     if not args.no_monai:
         results["segresnet"] = _run_worker("monai", str(cases[0]), str(args.monai_runs), str(args.threads))
     return results
+
+
+def _server_calls(one: list[str], tmp: Path, cache: dict, runs: int) -> list[dict]:
+    """``bratseg predict CASE --output OUT --server URL`` against a ``bratseg serve`` started
+    here (its start-up not counted; one warm-up call first, as a running server has had)."""
+    import socket
+    import urllib.request
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    url = f"http://127.0.0.1:{port}"
+    server = subprocess.Popen(
+        [*_bratseg(), "serve", "--port", str(port), "--host", "127.0.0.1"],
+        env={**os.environ, **cache},
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        for _ in range(600):
+            try:
+                with urllib.request.urlopen(f"{url}/healthz", timeout=2) as answer:
+                    if answer.status == 200:
+                        break
+            except OSError:
+                pass
+            time.sleep(0.5)
+        calls = []
+        for i in range(runs + 1):
+            cmd = [*one, "--output", str(tmp / f"server{i}.nii.gz"), "--server", url]
+            calls.append(_run_worker("command", json.dumps(cmd), json.dumps(cache)))
+        return calls[1:]
+    finally:
+        server.terminate()
+        server.wait(30)
 
 
 def report(results: dict, load: MachineLoad, command: str, n: int) -> str:
@@ -262,6 +301,14 @@ def report(results: dict, load: MachineLoad, command: str, n: int) -> str:
             f"- single call `bratseg predict CASE --output OUT.nii.gz`: **{statistics.median(single):.2f} s** "
             f"median of {len(single)} (min {min(single):.2f}, max {max(single):.2f}); a model's first call "
             f"(empty network cache) {cold:.2f} s; peak RSS {rss1:.0f} MB"
+        )
+    served = [s["wall_s"] for s in results.get("server_call", []) if "wall_s" in s]
+    if served:
+        rss2 = max(s.get("peak_rss_mb", 0) for s in results["server_call"])
+        lines.append(
+            f"- single call to a running server `bratseg predict CASE --output OUT.nii.gz --server URL`: "
+            f"**{statistics.median(served):.2f} s** median of {len(served)} (min {min(served):.2f}, max "
+            f"{max(served):.2f}); peak RSS of the command {rss2:.0f} MB"
         )
     seg = results.get("segresnet", {})
     if "median_s" in seg and batch:
@@ -291,6 +338,7 @@ def main() -> None:
     parser.add_argument("--monai-runs", type=int, default=3)
     parser.add_argument("--threads", type=int, default=os.cpu_count())
     parser.add_argument("--no-monai", action="store_true")
+    parser.add_argument("--no-server", action="store_true", help="skip the calls to a running bratseg serve")
     parser.add_argument("--json", type=Path, help="write the raw results here")
     parser.add_argument("--worker", nargs="+", help=argparse.SUPPRESS)
     args = parser.parse_args()

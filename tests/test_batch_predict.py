@@ -18,9 +18,9 @@ import pytest
 
 import bratseg
 from bratseg.cli import main
+from bratseg.data.labels import region_volumes
 from bratseg.inference.batch import Job, read_case, run_batch
 from bratseg.inference.outputs import read_record
-from bratseg.data.labels import region_volumes
 from bratseg.measurement.rano import measure
 from bratseg.synthetic import write_synthetic_dataset
 

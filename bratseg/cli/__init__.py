@@ -33,9 +33,39 @@ COMMANDS: tuple[str, ...] = (
 
 
 def _cmd_predict(args: argparse.Namespace) -> None:
+    if args.server is not None:
+        _predict_on_server(args)
+        return
     from bratseg.inference.cli_predict import run_predict
 
     run_predict(args)
+
+
+# What a server cannot be asked (options that change the model, its settings or the outputs),
+# with the value each has when not given.
+_LOCAL_ONLY = {
+    "model": None, "flair": None, "t1": None, "t1ce": None, "t2": None, "keep_intermediate": None, "tta": False,
+    "precision": "auto", "threads": None, "batch_size": None, "uncertainty": False, "figures": None,
+}  # fmt: skip
+
+
+def _predict_on_server(args: argparse.Namespace) -> None:
+    """``bratseg predict CASE --output OUT.nii.gz --server URL``: no torch, no model here."""
+    from bratseg.serving.client import predict_remote
+
+    given = [name for name, unset in _LOCAL_ONLY.items() if getattr(args, name, unset) != unset]
+    if given:
+        options = ", ".join("--" + name.replace("_", "-") for name in given)
+        raise BratsegError(f"{options}: not with --server (the server's model and settings apply)")
+    if args.case is None or not args.output.name.lower().endswith((".nii", ".nii.gz")):
+        raise BratsegError("--server predicts one case: give its folder (or .zip) and --output OUT.nii.gz")
+    result = predict_remote(args.server, args.case, args.output, preprocess=args.preprocess)
+    if not args.quiet:
+        shown = ("whole tumour", "tumour core", "enhancing tumour")  # as a local call prints them
+        volumes = ", ".join(f"{name} {result.volumes[name]:.1f} cm3" for name in shown if name in result.volumes)
+        print(f"{args.case.name}: {volumes} -> {result.output} (by {args.server})")
+    for warning in result.warnings:
+        print(f"{args.case.name}: warning: {warning}", file=sys.stderr)
 
 
 def _add_predict(sub: argparse._SubParsersAction) -> None:

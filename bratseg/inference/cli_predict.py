@@ -97,6 +97,12 @@ def add_predict_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentPars
         "--figures", type=Path, metavar="DIR", help="also write each case's key-slice panel as DIR/<case>.png"
     )
     p.add_argument("--quiet", "-q", action="store_true", help="no progress bar or per-case lines")
+    p.add_argument(
+        "--server",
+        metavar="URL",
+        help="send the case to a running `bratseg serve` at URL instead of loading a model here (one case, "
+        "--output a label map; the server's model and settings)",
+    )
     return p
 
 
