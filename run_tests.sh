@@ -3,7 +3,8 @@
 #
 # Creates .venv (python3 -m venv) when absent, installs the project and its test
 # dependencies into it with pip, installs Debian's chromium and chromium-driver for the
-# browser tests when they are missing and root or sudo can install them, then runs pytest.
+# browser tests when they are missing and root or sudo can install them, checks the import
+# layers (lint-imports), then runs pytest.
 # Exits with pytest's status, except that "no tests collected" (pytest's 5) is a failure.
 # The real scans are read from $BRATSEG_DATA (default ../shared/data beside the checkout).
 set -euo pipefail
@@ -44,6 +45,17 @@ else
             "(needs root or passwordless sudo, and apt-get); the browser tests will be skipped"
     fi
 fi
+
+# The stages import only downwards (the layers contract in pyproject.toml): checked before the tests.
+say "checking the import layers (lint-imports)"
+lint_log=$(mktemp)
+if ! .venv/bin/lint-imports --no-cache >"$lint_log" 2>&1; then
+    sed -n '/Broken contracts/,$p' "$lint_log" >&2
+    rm -f "$lint_log"
+    say "error: the import layers contract is broken"
+    exit 1
+fi
+rm -f "$lint_log"
 
 status=0
 # UTF-8 mode: a library that resets the C locale (ITK does) must not turn text reads into ASCII.
