@@ -14,8 +14,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from model.test_hub import serving_fake_hub
 from safetensors.torch import load_file
-from test_hub import serving_fake_hub
 
 import bratseg
 from bratseg.errors import ModelLoadError
@@ -235,14 +235,14 @@ def test_the_card_carries_what_the_run_measured(run_dir: Path, tmp_path: Path):
 
 @pytest.fixture
 def fake_hub(tmp_path: Path, monkeypatch):
-    """A local stand-in for the Hugging Face Hub that records what is sent (tests/test_hub.py)."""
+    """A local stand-in for the Hugging Face Hub that records what is sent (tests/model/test_hub.py)."""
     with serving_fake_hub(tmp_path / "hf", monkeypatch) as hub:
         yield hub
 
 
 def test_cli_export_pushes_to_the_hub(run_dir: Path, tmp_path: Path, capsys, fake_hub, monkeypatch):
     """``--push-to-hub`` uploads to the local FakeHub, not the real Hub: it records what was sent."""
-    from test_hub import TOKEN
+    from model.test_hub import TOKEN
 
     from bratseg.cli import main
 

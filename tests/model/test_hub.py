@@ -442,8 +442,8 @@ def test_the_staged_folder_and_its_card(tmp_path):
     assert card.data.library_name == "segmentation-models-pytorch" and "research-only" in card.data.tags
 
     # The project's full card carries the Hub metadata of the generated template and its figures.
-    full = ModelCard.load(Path(__file__).parent.parent / "model_card.md")
-    staged = stage_upload(SHIPPED_MODEL, tmp_path / "full", card=Path(__file__).parent.parent / "model_card.md")
+    full = ModelCard.load(Path(__file__).parents[2] / "model_card.md")
+    staged = stage_upload(SHIPPED_MODEL, tmp_path / "full", card=Path(__file__).parents[2] / "model_card.md")
     assert ModelCard.load(staged / "README.md").data.to_dict() == full.data.to_dict()
     assert full.data.library_name == "segmentation-models-pytorch" and full.data.license == "mit"
     dice = {r.metric_name: r.metric_value for r in full.data.eval_results}
@@ -509,7 +509,7 @@ def load_app_module(monkeypatch):
 
     for var, value in (("GRADIO_ANALYTICS_ENABLED", "False"), ("HF_HUB_DISABLE_TELEMETRY", "1")):
         monkeypatch.setenv(var, os.environ.get(var, value))
-    spec = importlib.util.spec_from_file_location("bratseg_space_app", Path(__file__).parent.parent / "app.py")
+    spec = importlib.util.spec_from_file_location("bratseg_space_app", Path(__file__).parents[2] / "app.py")
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module
@@ -535,7 +535,7 @@ def test_app_serves_where_a_space_says_and_takes_a_hub_id(monkeypatch):
 def test_app_refuses_an_uncached_id_offline_in_one_line(tmp_path):
     env = {k: v for k, v in os.environ.items() if not k.startswith(("HF_", "BRATSEG_"))}
     env.update(HF_HOME=str(tmp_path / "hf"), HF_HUB_OFFLINE="1", GRADIO_TEMP_DIR=str(tmp_path / "gradio"))
-    app = Path(__file__).parent.parent / "app.py"
+    app = Path(__file__).parents[2] / "app.py"
     done = subprocess.run(
         [sys.executable, str(app), "--model", "some-org/brats-unet"],
         env=env,
