@@ -32,7 +32,7 @@ from bratseg.errors import (
     UntrustworthyInputError,
 )
 
-REPO = Path(__file__).resolve().parent.parent
+REPO = Path(__file__).resolve().parents[2]
 
 pytestmark = [
     pytest.mark.slow,
@@ -47,7 +47,7 @@ EXPECTED = {
     "MIRRORED_1": r"MIRRORED_1_flair\.nii\.gz and MIRRORED_1_t1ce\.nii\.gz are mirrored left-right against each other",
     "SAME_1": r"SAME_1_t1ce\.nii\.gz and SAME_1_t1\.nii\.gz are the same image",
     "RANK2_1": r"RANK2_1_t1ce\.nii\.gz: the affine \(voxel-to-world matrix\) is singular \(rank 2 of 3\)",
-    # Files that are no scan of their kind, and two patients (test_content_checks.py): refused on
+    # Files that are no scan of their kind, and two patients (test_sequence_content.py): refused on
     # every path, not sent to the native preprocessing under auto.
     "LABEL_1": r"LABEL_1_t1ce\.nii\.gz: only 3 distinct intensities inside the brain \(1, 2, 4\): a label map",
     "INVERTED_1": r"INVERTED_1_flair\.nii\.gz: darker than its background \(0\) in 100% of the brain: inverted",
@@ -179,7 +179,7 @@ def flask_client(segmenter):
 @pytest.mark.parametrize("name", list(EXPECTED))
 def test_flask_answers_4xx_json_with_the_reason(flask_client, bad_root: Path, name: str) -> None:
     # The fast path's refusals: under the default preprocess=auto, input refused for not being in
-    # BraTS space goes through the native pipeline instead (test_serving_native.py).
+    # BraTS space goes through the native pipeline instead (tests/serving/test_shown.py).
     files = {m: (io.BytesIO(p.read_bytes()), p.name) for m, p in _files(bad_root, name).items()}
     files["preprocess"] = "none"
     res = flask_client.post("/api/predict", data=files, content_type="multipart/form-data")
