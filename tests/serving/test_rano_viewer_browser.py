@@ -12,12 +12,13 @@ from pathlib import Path
 import numpy as np
 import pytest
 from serving_cases import crop_case
-from test_browser import _find_browser, chromium_options
-from test_viewer_browser import LOAD_TIMEOUT_S, REDRAW_TIMEOUT_S, _canvas, _state, _wait
 
 from bratseg.measurement.rano import measure_file
 from bratseg.serving.results import LABELS, SCANS, Result, ResultStore, StoredFile
 from bratseg.serving.viewer import create_viewer_app
+
+from .test_gradio_app_browser import _find_browser, chromium_options
+from .test_viewer_browser import LOAD_TIMEOUT_S, REDRAW_TIMEOUT_S, _canvas, _state, _wait
 
 webdriver = pytest.importorskip("selenium.webdriver")
 waitress = pytest.importorskip("waitress")

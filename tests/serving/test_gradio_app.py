@@ -32,7 +32,7 @@ gradio_client = pytest.importorskip("gradio_client")
 from gradio_client import Client, handle_file  # noqa: E402
 from gradio_client.exceptions import AppError  # noqa: E402
 
-REPO = Path(__file__).resolve().parent.parent
+REPO = Path(__file__).resolve().parents[2]
 APP = REPO / "app.py"
 STARTUP_TIMEOUT_S = 300  # torch + gradio imports and the model load, on shared cores
 CALL_TIMEOUT_S = 300  # one prediction of a BraTS case on a busy 2-core CPU, with margin

@@ -25,7 +25,7 @@ from bratseg.serving.flask_app import create_app
 from bratseg.serving.results import RESULT_FILES, Result, ResultStore, StoredFile
 from bratseg.serving.service import InferenceService
 
-REPO = Path(__file__).resolve().parent.parent
+REPO = Path(__file__).resolve().parents[2]
 STATIC = REPO / "bratseg" / "serving" / "static"
 
 

@@ -6,7 +6,7 @@ slider and checks what the page shows, and that the embedded viewer's page runs 
 iframe (software WebGL2). Saves a screenshot to ``tests/artifacts/``; with
 ``BRATSEG_DEMO_SCREENSHOT=PATH`` also to PATH (the README's ``docs/demo.png``)::
 
-    BRATSEG_DEMO_SCREENSHOT=docs/demo.png pytest tests/test_browser.py -m browser
+    BRATSEG_DEMO_SCREENSHOT=docs/demo.png pytest tests/serving/test_gradio_app_browser.py -m browser
 
 Only the system's browser and driver are used (``/usr/bin/chromium``, ``/usr/bin/chromedriver``
 or whatever ``PATH`` has); Selenium Manager is kept offline, so nothing is downloaded. The
@@ -26,8 +26,8 @@ from urllib.parse import urlsplit
 
 import pytest
 
-# The launcher is shared with the API tests (same folder; pytest puts it on sys.path).
-from test_gradio_app import REPO, AppProcess, free_port, running_app
+# The launcher is shared with the API tests (test_gradio_app.py, beside this file).
+from .test_gradio_app import REPO, AppProcess, free_port, running_app
 
 webdriver = pytest.importorskip("selenium.webdriver")
 from selenium.common.exceptions import StaleElementReferenceException  # noqa: E402

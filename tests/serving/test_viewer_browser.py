@@ -10,7 +10,7 @@ as an overlay; the multiplanar + 3-D layout draws. Screenshots go to ``tests/art
 with ``BRATSEG_VIEWER_SCREENSHOT=PATH`` the test uses the whole case (not the tumour slab it
 otherwise cuts, for speed in software rendering) and also saves the README's picture::
 
-    BRATSEG_VIEWER_SCREENSHOT=docs/viewer.png pytest tests/test_viewer_browser.py
+    BRATSEG_VIEWER_SCREENSHOT=docs/viewer.png pytest tests/serving/test_viewer_browser.py
 """
 
 from __future__ import annotations
@@ -30,8 +30,8 @@ import numpy as np
 import pytest
 from serving_cases import crop_case
 
-# The browser helpers are shared with the demo's browser test (same folder, on sys.path).
-from test_browser import LOCAL_HOSTS, REPO, _find_browser, _requested_hosts, chromium_options
+# The browser helpers are shared with the demo's browser test (test_gradio_app_browser.py, beside this file).
+from .test_gradio_app_browser import LOCAL_HOSTS, REPO, _find_browser, _requested_hosts, chromium_options
 
 webdriver = pytest.importorskip("selenium.webdriver")
 httpx = pytest.importorskip("httpx")
