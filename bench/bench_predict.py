@@ -189,7 +189,7 @@ def worker_monai(case: Path, runs: int, threads: int, variant: str) -> dict:
 def worker_import(threads: int) -> dict:
     """Cold start of the predict path: import + model load, nothing else."""
     t0 = time.perf_counter()
-    from bratseg.inference.cli_predict import run_predict  # noqa: F401  (what `bratseg predict` imports)
+    from bratseg.cli.predict import run_predict  # noqa: F401  (what `bratseg predict` imports)
     from bratseg.inference.predictor import Segmenter
 
     t1 = time.perf_counter()

@@ -15,8 +15,8 @@ from pathlib import Path
 
 import pytest
 
-from bratseg.inference.distributed import shard
 from bratseg.inference.outputs import read_record
+from bratseg.inference.sharding import shard
 from bratseg.synthetic import write_synthetic_dataset
 
 N_CASES = 5

@@ -320,3 +320,29 @@ def test_unusable_device_is_one_line(device, message, tmp_path, capsys):
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and message in err[0]
     assert not (tmp_path / "d.nii.gz").exists()
+
+
+def test_model_folders_tta_applies_without_the_option_and_is_recorded(tmp_path, capsys):
+    """A model folder whose bratseg.json asks for flip TTA predicts with it unless the command
+    says otherwise, and its label maps record the setting the model ran with; a rerun skips them."""
+    import json
+    import shutil
+
+    from bratseg.inference.outputs import read_record
+    from bratseg.inference.predictor import SHIPPED_MODEL
+
+    model = tmp_path / "flips-model"
+    shutil.copytree(SHIPPED_MODEL, model)
+    meta = json.loads((model / "bratseg.json").read_text())
+    (model / "bratseg.json").write_text(json.dumps({**meta, "tta": "flips"}))
+    case = write_synthetic_case(tmp_path / "SYNTHETIC_T", shape=(48, 48, 16))
+    out = tmp_path / "t.nii.gz"
+    args = ["predict", str(case.folder), "--output", str(out), "--model", str(model), "--precision", "fp32"]
+    assert main(args) == 0
+    assert read_record(out).settings == {"tta": True, "precision": "fp32"}
+    capsys.readouterr()
+    assert main(args) == 0
+    assert "skipped" in capsys.readouterr().out  # the same model and settings: already predicted
+    shipped = tmp_path / "s.nii.gz"
+    assert main(["predict", str(case.folder), "--output", str(shipped), "--precision", "fp32", "--quiet"]) == 0
+    assert read_record(shipped).settings == {"tta": False, "precision": "fp32"}

@@ -1,16 +1,22 @@
-"""The per-case extras of ``bratseg predict`` (``--uncertainty``, ``--figures``): what each
-writes beside a label map, and the hooks that write them.
+"""Per-case extras of a batch prediction: files written beside each label map, such as the
+uncertainty map of ``bratseg predict --uncertainty``.
 
-A hook is called on the writer thread with the case's prediction and the path of its label
-map, after the label map is written (an error in it fails that case). A native-path case's
-uncertainty map is pulled back onto the patient's grid, beside its label map; its figure and
-its confidence are those of the BraTS-space prediction, the grid the model saw.
+An extra names its file from the label map's path (so that it can be checked before the model
+loads, and a rerun can tell whether it was written) and writes it from the case's prediction.
+It is called on the writer thread after the label map is written; an error in it fails that
+case. Extras that draw (``--figures``) are assembled by the front end that asks for them
+(:mod:`bratseg.cli.predict`), since drawing belongs to :mod:`bratseg.reporting`.
+
+Example:
+    >>> from pathlib import Path
+    >>> UNCERTAINTY.path(Path("out/Brats18_X.NII.GZ"))
+    PosixPath('out/Brats18_X_uncertainty.NII.GZ')
 """
 
 from __future__ import annotations
 
-import argparse
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -19,49 +25,38 @@ from bratseg.data.layout import nifti_stem
 if TYPE_CHECKING:
     from bratseg.inference.prediction import Prediction
 
-CaseHook = Callable[["Prediction", Path], None]
 
+@dataclass(frozen=True)
+class CaseExtra:
+    """A file written beside each label map.
 
-def case_hooks(args: argparse.Namespace) -> list[CaseHook]:
-    """The per-case extras the arguments ask for, run after each label map is written."""
-    hooks: list[CaseHook] = []
-    if args.uncertainty:
+    Attributes:
+        path: the extra's file for a label map's path.
+        write: writes it from the case's prediction, to the path ``path`` gave.
+    """
 
-        def write_uncertainty(prediction: Prediction, label_map: Path) -> None:
-            from bratseg.inference.confidence import save_uncertainty
-
-            # On the label map's own (patient) grid, as the web front ends show it.
-            save_uncertainty(prediction.on_patient_grid(), uncertainty_path(label_map))
-
-        hooks.append(write_uncertainty)
-    if args.figures is not None:
-
-        def write_figure(prediction: Prediction, label_map: Path) -> None:
-            from bratseg.reporting.figures import key_slice_panel
-
-            # A native-path case is shown in BraTS space, the grid the model saw.
-            key_slice_panel(prediction.model_space, figure_path(args.figures, label_map))
-
-        hooks.append(write_figure)
-    return hooks
-
-
-def figure_path(figures: Path, label_map: Path) -> Path:
-    """``--figures DIR``'s panel for ``label_map``: ``DIR/<label map name>.png``."""
-    return figures / f"{nifti_stem(label_map)}.png"
-
-
-def extra_targets(args: argparse.Namespace, label_map: Path) -> list[Path]:
-    """The files the per-case extras write beside ``label_map``'s."""
-    extras = []
-    if args.uncertainty:
-        extras.append(uncertainty_path(label_map))
-    if args.figures is not None:
-        extras.append(figure_path(args.figures, label_map))
-    return extras
+    path: Callable[[Path], Path]
+    write: Callable[[Prediction, Path], None]
 
 
 def uncertainty_path(label_map: Path) -> Path:
     """``seg.nii.gz`` -> ``seg_uncertainty.nii.gz`` (the suffix's letter case kept)."""
     stem = nifti_stem(label_map) or label_map.name
     return label_map.with_name(f"{stem}_uncertainty{label_map.name[len(stem) :]}")
+
+
+def _write_uncertainty(prediction: Prediction, path: Path) -> None:
+    from bratseg.inference.confidence import save_uncertainty
+
+    # On the label map's own (patient) grid, as the web front ends show it: a native-path
+    # case's map is pulled back from BraTS space.
+    save_uncertainty(prediction.on_patient_grid(), path)
+
+
+UNCERTAINTY = CaseExtra(uncertainty_path, _write_uncertainty)
+"""The per-voxel uncertainty map, ``<label map name>_uncertainty.nii.gz``."""
+
+
+def extra_paths(extras: list[CaseExtra] | tuple[CaseExtra, ...], label_map: Path) -> list[Path]:
+    """The files ``extras`` write beside ``label_map``, in order."""
+    return [extra.path(label_map) for extra in extras]

@@ -1,12 +1,21 @@
 """What ``bratseg predict`` will do, decided before the model loads: which cases (a case
 folder, explicit files, a DICOM study, or a folder of any of these) and where each label map
 goes. Anything that can be known wrong here fails here, in well under a second.
+
+Example:
+    >>> import tempfile, pathlib
+    >>> from bratseg.synthetic import write_synthetic_dataset
+    >>> root = pathlib.Path(tempfile.mkdtemp())
+    >>> _ = write_synthetic_dataset(root / "in", 2, shape=(64, 64, 24))
+    >>> jobs, folder_mode = plan_jobs(root / "in", root / "out")
+    >>> [job.target.relative_to(root).as_posix() for job in jobs], folder_mode  # doctest: +ELLIPSIS
+    (['out/....nii.gz', 'out/....nii.gz'], True)
 """
 
 from __future__ import annotations
 
-import argparse
 import os
+from collections.abc import Mapping
 from pathlib import Path
 
 from bratseg.data.layout import (
@@ -51,11 +60,11 @@ def discover_cases(root: Path) -> list[Path]:
     return sorted(found, key=lambda p: (p.name, str(p)))
 
 
-def _explicit_case(args: argparse.Namespace) -> Case | None:
-    given = {m: getattr(args, m) for m in MODALITIES if getattr(args, m, None) is not None}
+def _explicit_case(source: Path | None, output: Path, files: Mapping[str, Path | None]) -> Case | None:
+    given = {m: files[m] for m in MODALITIES if files.get(m) is not None}
     if not given:
         return None
-    if args.case is not None:
+    if source is not None:
         raise BratsegError("give either CASE or explicit files (--flair/--t1ce/...), not both")
     for m in ("flair", "t1ce"):
         if m not in given:
@@ -63,23 +72,27 @@ def _explicit_case(args: argparse.Namespace) -> Case | None:
     for m, path in given.items():
         if not path.exists():
             raise InvalidCaseError(path, f"not found (--{m})")
-    case_id = nifti_stem(args.output) if is_nifti_name(args.output) else None
+    case_id = nifti_stem(output) if is_nifti_name(output) else None
     return Case.from_files(given["flair"], given["t1ce"], given.get("t1"), given.get("t2"), case_id=case_id)
 
 
-def plan_jobs(args: argparse.Namespace) -> tuple[list[Job], bool]:
-    """The cases and where each output goes, and whether this is folder mode. Raises
-    :class:`BratsegError` for anything that can be known wrong before the model loads."""
-    from bratseg.inference.batch import Job
+def plan_jobs(
+    source: Path | None, output: Path, files: Mapping[str, Path | None] | None = None
+) -> tuple[list[Job], bool]:
+    """The cases and where each label map goes, and whether this is folder mode (a folder of
+    cases, written to the folder ``output``).
 
-    case = _explicit_case(args)
-    output: Path = args.output
+    ``source`` is a case folder, a DICOM study (folder or zip) or a folder of cases; ``files``
+    the explicit images by modality (``flair`` and ``t1ce`` required) instead. ``output`` is
+    ``OUT.nii.gz`` for one case, a folder for many. Raises :class:`BratsegError` for anything
+    that can be known wrong before the model loads."""
+    case = _explicit_case(source, output, files or {})
     if case is not None:
         target = output if is_nifti_name(output) else output / f"{case.case_id}.nii.gz"
         return [Job(case.case_id, case, target)], False
-    if args.case is None:
+    if source is None:
         raise BratsegError("give a case folder, a folder of cases, or --flair and --t1ce files")
-    src: Path = args.case
+    src: Path = source
     if not src.exists():
         raise InvalidCaseError(src, "does not exist")
     from bratseg.native.inputs import holds_dicom, study_folders
