@@ -113,73 +113,98 @@ def run_batch(
         keep_predictions: keep each prediction in its outcome; by default it is dropped once
             written, so that memory does not grow with the number of cases.
     """
-    jobs = list(jobs)
-    slots = threading.Semaphore(max(1, max_in_flight))
-    ready = threading.Event()
-    stop = threading.Event()
-    loaded: list[Segmenter] = []
-    to_network: queue.Queue = queue.Queue()
-    to_writer: queue.Queue = queue.Queue()
-    outcomes: list[Outcome] = []
-
-    def reader() -> None:
-        for job in jobs:
-            slots.acquire()
-            item = _Item(job, time.perf_counter())
-            try:
-                volumes = read(job)
-                ready.wait()
-                if stop.is_set():
-                    return
-                item.prepared = loaded[0].prepare(volumes)
-            except Exception as exc:  # reported per case: one bad case must not stop the rest
-                item.error = exc
-            if stop.is_set():
-                return
-            to_network.put(item)
-        to_network.put(_DONE)
-
-    def writer() -> None:
-        while (item := to_writer.get()) is not _DONE:
-            outcome = Outcome(item.job, error=item.error)
-            if item.error is None:
-                try:
-                    outcome.prediction = loaded[0].finish(item.prepared, item.network)
-                    item.prepared = item.network = None  # free the case's arrays early
-                    write(item.job, outcome.prediction)
-                except Exception as exc:
-                    outcome.error = exc
-            outcome.wall_seconds = time.perf_counter() - item.started
-            if on_outcome is not None:
-                on_outcome(outcome)
-            if not keep_predictions:
-                outcome.prediction = None
-            outcomes.append(outcome)
-            slots.release()
-
-    threads = [threading.Thread(target=f, name=f"bratseg-{f.__name__}", daemon=True) for f in (reader, writer)]
+    pipeline = _Pipeline(list(jobs), write, on_outcome, read, max_in_flight, keep_predictions)
+    threads = [
+        threading.Thread(target=f, name=f"bratseg-{name}", daemon=True)
+        for name, f in (("reader", pipeline.reader), ("writer", pipeline.writer))
+    ]
     for t in threads:
         t.start()
     try:
-        loaded.append(segmenter if hasattr(segmenter, "run_network") else segmenter())
-        ready.set()
-        while (item := to_network.get()) is not _DONE:
+        pipeline.network(segmenter)
+    except BaseException:
+        pipeline.abort()
+        raise
+    pipeline.to_writer.put(_DONE)
+    for t in threads:
+        t.join()
+    return pipeline.outcomes
+
+
+class _Pipeline:
+    """The three stages of :func:`run_batch` and the queues between them."""
+
+    def __init__(
+        self,
+        jobs: list[Job],
+        write: Callable[[Job, Prediction], None],
+        on_outcome: Callable[[Outcome], None] | None,
+        read: Callable[[Job], CaseVolumes],
+        max_in_flight: int,
+        keep_predictions: bool,
+    ) -> None:
+        self.jobs, self.write, self.on_outcome, self.read = jobs, write, on_outcome, read
+        self.keep_predictions = keep_predictions
+        self.slots = threading.Semaphore(max(1, max_in_flight))
+        self.ready = threading.Event()  # the model is loaded
+        self.stop = threading.Event()
+        self.loaded: list[Segmenter] = []
+        self.to_network: queue.Queue = queue.Queue()
+        self.to_writer: queue.Queue = queue.Queue()
+        self.outcomes: list[Outcome] = []
+
+    def reader(self) -> None:
+        for job in self.jobs:
+            self.slots.acquire()
+            item = _Item(job, time.perf_counter())
+            try:
+                volumes = self.read(job)
+                self.ready.wait()
+                if self.stop.is_set():
+                    return
+                item.prepared = self.loaded[0].prepare(volumes)
+            except Exception as exc:  # reported per case: one bad case must not stop the rest
+                item.error = exc
+            if self.stop.is_set():
+                return
+            self.to_network.put(item)
+        self.to_network.put(_DONE)
+
+    def network(self, segmenter: Segmenter | Callable[[], Segmenter]) -> None:
+        """Load the model (if given a loader), then run the network on each case, on this thread."""
+        self.loaded.append(segmenter if hasattr(segmenter, "run_network") else segmenter())
+        self.ready.set()
+        while (item := self.to_network.get()) is not _DONE:
             if item.error is None:
                 try:
-                    item.network = loaded[0].run_network(item.prepared)
+                    item.network = self.loaded[0].run_network(item.prepared)
                     item.prepared.slices = None  # the network input is no longer needed
                 except Exception as exc:
                     item.error = exc
-            to_writer.put(item)
-    except BaseException:
-        # Model load failed or the run was interrupted: stop the reader (it may wait on the
-        # model or on a slot); the daemon threads end with the process.
-        stop.set()
-        ready.set()
-        slots.release()
-        to_writer.put(_DONE)
-        raise
-    to_writer.put(_DONE)
-    for t in threads:
-        t.join()
-    return outcomes
+            self.to_writer.put(item)
+
+    def writer(self) -> None:
+        while (item := self.to_writer.get()) is not _DONE:
+            outcome = Outcome(item.job, error=item.error)
+            if item.error is None:
+                try:
+                    outcome.prediction = self.loaded[0].finish(item.prepared, item.network)
+                    item.prepared = item.network = None  # free the case's arrays early
+                    self.write(item.job, outcome.prediction)
+                except Exception as exc:
+                    outcome.error = exc
+            outcome.wall_seconds = time.perf_counter() - item.started
+            if self.on_outcome is not None:
+                self.on_outcome(outcome)
+            if not self.keep_predictions:
+                outcome.prediction = None
+            self.outcomes.append(outcome)
+            self.slots.release()
+
+    def abort(self) -> None:
+        """Model load failed or the run was interrupted: stop the reader (it may wait on the
+        model or on a slot) and the writer; the daemon threads end with the process."""
+        self.stop.set()
+        self.ready.set()
+        self.slots.release()
+        self.to_writer.put(_DONE)
