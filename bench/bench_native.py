@@ -140,6 +140,7 @@ def child(case: str, files: dict[str, str], out: Path) -> None:
     import nibabel as nib
 
     import bratseg
+
     try:
         from bratseg.inference.native_path import segment_native
     except ImportError:  # a baseline checkout from before the native path's move into inference
