@@ -233,7 +233,8 @@ def measure(args: argparse.Namespace) -> dict:
             singles.append(_run_worker("command", json.dumps(cmd), json.dumps(cache)))
         results["single"] = singles
         if not args.no_server:
-            results["server_call"] = _server_calls(one, tmp, cache, args.cli_runs)
+            # --threads is the server's to choose: the client refuses options that change the prediction.
+            results["server_call"] = _server_calls(one[: -len(threads)], tmp, cache, args.cli_runs)
         batches = []
         for i in range(args.runs):
             cmd = [*_bratseg(), "predict", str(data), "--output", str(tmp / f"out{i}"), "--quiet", *threads]

@@ -81,9 +81,16 @@ def zscore(data: np.ndarray, mask: np.ndarray) -> np.ndarray:
         >>> [round(float(v), 3) for v in zscore(x, x != 0)]
         [0.0, -1.225, 0.0, 1.225]
     """
-    values = data[mask].astype(np.float64)
-    mean = values.mean() if values.size else 0.0
-    std = values.std() if values.size else 1.0
+    mean, std = zscore_stats(data, mask)
     out = np.zeros(data.shape, dtype=np.float32)
-    out[mask] = (values - mean) / max(std, 1e-8)
+    out[mask] = (data[mask].astype(np.float64) - mean) / std
     return out
+
+
+def zscore_stats(data: np.ndarray, mask: np.ndarray) -> tuple[float, float]:
+    """The mean and standard deviation (floored at 1e-8) that :func:`zscore` applies: those of
+    ``data``'s voxels inside ``mask`` (0 and 1 for an empty mask)."""
+    values = data[mask].astype(np.float64)
+    if not values.size:
+        return 0.0, 1.0
+    return float(values.mean()), max(float(values.std()), 1e-8)

@@ -10,7 +10,7 @@ import numpy as np
 from bratseg.data.io import CaseVolumes
 from bratseg.preprocessing.config import PreprocessingConfig
 from bratseg.preprocessing.crop import brain_window, crop_xy
-from bratseg.preprocessing.normalize import brain_mask, zscore
+from bratseg.preprocessing.normalize import brain_mask, zscore_stats
 
 
 @dataclass
@@ -31,13 +31,15 @@ def prepare_case(volumes: CaseVolumes, config: PreprocessingConfig) -> PreparedC
     mask = brain_mask(volumes.images)
     start = brain_window(mask, config.crop_size)
     brain = crop_xy(mask, start, config.crop_size)
-    channels = []
-    for modality in config.modalities:
+    # Z-scored with the whole brain's statistics, as zscore() does, but written in the window
+    # only, into one [C, X, Y, Z] array: no full-size copy per sequence, no stacking.
+    image = np.zeros((len(config.modalities), *brain.shape), dtype=np.float32)
+    for channel, modality in enumerate(config.modalities):
         data = volumes.images.get(modality)
-        if data is None:
-            channels.append(np.zeros(brain.shape, dtype=np.float32))
-        else:
-            channels.append(crop_xy(zscore(data, mask), start, config.crop_size))
+        if data is not None:
+            mean, std = zscore_stats(data, mask)
+            window = crop_xy(data, start, config.crop_size)
+            image[channel][brain] = (window[brain].astype(np.float64) - mean) / std
     label = None if volumes.label is None else crop_xy(volumes.label, start, config.crop_size)
     present = [m for m in config.modalities if m in volumes.images]
-    return PreparedCase(np.stack(channels), brain, label, start, volumes.shape, present)
+    return PreparedCase(image, brain, label, start, volumes.shape, present)
