@@ -80,7 +80,9 @@ def predict_remote(
 
     base = server if server.endswith("/") else server + "/"
     files = remote_files(Path(source))
-    data = {} if preprocess is None else {"preprocess": preprocess}
+    data = {"report": "false"}  # the PDF is the web pages' extra: a second and a half saved
+    if preprocess is not None:
+        data["preprocess"] = preprocess
     try:
         with httpx.Client(timeout=timeout, follow_redirects=True) as client:
             response = client.post(urljoin(base, "api/predict"), files=files, data=data)

@@ -11,7 +11,8 @@ Routes:
 * ``POST /api/predict``: the same fields plus ``t1``, ``t2``, ``zip`` (a zipped case
   folder or DICOM study), ``slice``, ``axis``, ``region`` and ``preprocess`` (``auto``, the
   default, sends scans that are not in BraTS space through the native pipeline; ``native``;
-  ``none``); answers JSON with the volumes, the overlay, ``confidence``, ``warnings``,
+  ``none``) and ``report`` (``false``: no PDF, ``report_url`` null); answers JSON with the
+  volumes, the overlay, ``confidence``, ``warnings``,
   ``preprocessing`` (``path``, ``reference``, ``steps``), ``viewer_url``, ``labels_url``,
   ``uncertainty_url`` and ``report_url``. A native case's labels are on its T1ce's grid.
   The JSON's ``rano`` is the RANO measurement of the label map returned.
@@ -332,9 +333,11 @@ def _predict_request(region_fields: tuple[str, ...], default_region: str, with_i
         axis = parse_axis(request.form.get("axis") or "axial")
         index = parse_slice(request.form.get("slice"))
         preprocess = parse_preprocess(request.form.get("preprocess"))
+        # report=false: no PDF (a second and a half of a request), for clients that want the label map.
+        report = (request.form.get("report") or "true").strip().lower() not in ("false", "0", "no")
         case = case_from_request(request, state.limits)
         try:
-            return _predict(case, region, axis, index, with_inputs, preprocess)
+            return _predict(case, region, axis, index, with_inputs, preprocess, report)
         except BratsegError:
             raise
         except Exception as exc:
@@ -345,7 +348,13 @@ def _predict_request(region_fields: tuple[str, ...], default_region: str, with_i
 
 
 def _predict(
-    case: Case | DicomStudy, region: str, axis: str, index: int | None, with_inputs: bool, preprocess: Preprocess
+    case: Case | DicomStudy,
+    region: str,
+    axis: str,
+    index: int | None,
+    with_inputs: bool,
+    preprocess: Preprocess,
+    report: bool = True,
 ) -> dict[str, Any]:
     """Run the model and build what both the page and the API report."""
     state = _state()
@@ -365,6 +374,7 @@ def _predict(
         model_dir=state.service.model_dir,
         model_space=shown.model_space,
         preprocessing=shown.preprocessing,
+        report=report,
     )
     key = state.results.put(stored)
     body = {

@@ -62,6 +62,8 @@ def test_the_server_returns_the_local_prediction(server, case: Path, tmp_path: P
     assert np.allclose(remote.affine, local.volumes.affine)
     assert local.labels.any(), "the slab holds tumour: an empty map would prove nothing"
     assert result.volumes["whole tumour"] == pytest.approx(local.region_volumes()["whole tumour"], abs=0.01)
+    # The client asks for no PDF (the web pages' extra): the answer links none.
+    assert result.answer["report_url"] is None and result.answer["uncertainty_url"]
 
 
 def test_the_command_writes_the_label_map_without_loading_torch(server, case: Path, tmp_path: Path):
