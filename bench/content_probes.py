@@ -47,7 +47,7 @@ from bratseg.data.io import CaseVolumes, load_case  # noqa: E402
 from bratseg.data.layout import case_from_folder  # noqa: E402
 from bratseg.errors import BratsegError  # noqa: E402
 from bratseg.inference import guards  # noqa: E402
-from bratseg.inference.input_signals import CaseSignals  # noqa: E402
+from bratseg.inference.case_signals import CaseSignals  # noqa: E402
 from bratseg.inference.one_head import head_groups, pair_alignments  # noqa: E402
 from bratseg.inference.sequence_content import measure_sequence  # noqa: E402
 from bratseg.preprocessing.config import PreprocessingConfig  # noqa: E402

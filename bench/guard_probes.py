@@ -40,7 +40,7 @@ from bratseg.data.io import CaseVolumes, load_case  # noqa: E402
 from bratseg.data.layout import case_from_folder  # noqa: E402
 from bratseg.errors import BratsegError  # noqa: E402
 from bratseg.inference import guards  # noqa: E402
-from bratseg.inference.input_signals import CaseSignals, left_right_axis, rim_share  # noqa: E402
+from bratseg.inference.case_signals import CaseSignals, left_right_axis, rim_share  # noqa: E402
 from bratseg.preprocessing.config import PreprocessingConfig  # noqa: E402
 
 DATA = Path(os.environ.get("BRATSEG_DATA", REPO.parent / "shared" / "data"))

@@ -31,7 +31,7 @@ from typing import TYPE_CHECKING
 
 from bratseg.data.layout import MODALITIES, nifti_stem
 from bratseg.errors import BratsegError
-from bratseg.inference.case_extras import UNCERTAINTY, CaseExtra
+from bratseg.inference.extra_outputs import UNCERTAINTY, CaseExtra
 from bratseg.inference.predict_run import Progress, failure_reason
 from bratseg.inference.segment import DEFAULT_PREPROCESS, PREPROCESS_CHOICES
 
@@ -123,7 +123,7 @@ def run_predict(args: argparse.Namespace) -> None:
 
     t_start = time.perf_counter()
     jobs, folder_mode = plan_jobs(args.case, args.output, {m: getattr(args, m) for m in MODALITIES})
-    extras = case_extras(args)
+    extras = extra_outputs(args)
     check_outputs(jobs, extras, overwrite=args.overwrite)
     settings = PredictSettings(
         model=args.model,
@@ -144,7 +144,7 @@ def run_predict(args: argparse.Namespace) -> None:
         _print_summary(summary, args, folder_mode, time.perf_counter() - t_start)
 
 
-def case_extras(args: argparse.Namespace) -> list[CaseExtra]:
+def extra_outputs(args: argparse.Namespace) -> list[CaseExtra]:
     """The per-case extras the options ask for, in the order they are written."""
     extras = []
     if args.uncertainty:

@@ -49,7 +49,7 @@ from bratseg.errors import (
     UntrustworthyInputError,
     UntrustworthyResultError,
 )
-from bratseg.inference.input_signals import CaseSignals, left_right_axis, rim_share
+from bratseg.inference.case_signals import CaseSignals, left_right_axis, rim_share
 from bratseg.inference.one_head import head_groups
 from bratseg.inference.sequence_content import measure_sequence, outline_problem, sequence_problems
 

@@ -12,7 +12,7 @@ weak T1-T2 pair is still one head through its FLAIR).
 Example:
     >>> import numpy as np
     >>> from scipy import ndimage
-    >>> from bratseg.inference.input_signals import CaseSignals
+    >>> from bratseg.inference.case_signals import CaseSignals
     >>> rng = np.random.default_rng(0)
     >>> x, y, z = np.mgrid[:48, :48, :72]
     >>> outline = (x - 24) ** 2 / 400 + (y - 24) ** 2 / 300 < 1
@@ -31,7 +31,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from bratseg.inference.input_signals import CaseSignals
+from bratseg.inference.case_signals import CaseSignals
 
 SHIFT_VOXELS = 3
 # Outline Dice as given minus the best of the four 3-voxel in-plane shifts: 0.0039-0.038 for

@@ -8,7 +8,7 @@ the batch behind the command, as an API.
   (unless ``overwrite``); the others are segmented with reading, the network and writing
   overlapped (:func:`bratseg.inference.segment.segment_jobs`), each label map written
   atomically with its record (:mod:`bratseg.inference.outputs`), then its extras
-  (:mod:`bratseg.inference.case_extras`).
+  (:mod:`bratseg.inference.extra_outputs`).
 - In folder mode ``volumes.csv`` is rebuilt from the label maps' records at the end, and a case
   that fails is counted and the others go on; a single case's error is raised.
 
@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from bratseg.errors import BratsegError
-from bratseg.inference.case_extras import CaseExtra, extra_paths
+from bratseg.inference.extra_outputs import CaseExtra, extra_paths
 from bratseg.inference.segment import DEFAULT_PREPROCESS, Preprocess
 
 if TYPE_CHECKING:

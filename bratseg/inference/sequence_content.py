@@ -16,7 +16,7 @@ The thresholds and the real cases they were measured on are beside them;
 
 Example:
     >>> import numpy as np
-    >>> from bratseg.inference.input_signals import CaseSignals
+    >>> from bratseg.inference.case_signals import CaseSignals
     >>> x, y, z = np.mgrid[:40, :40, :20]
     >>> anatomy = (100 + 50 * np.sin(x / 3.0) * np.cos(y / 4.0) + z).astype(np.float32)
     >>> anatomy[:5], anatomy[35:], anatomy[:, :5], anatomy[:, 35:] = 0, 0, 0, 0
@@ -36,7 +36,7 @@ from dataclasses import dataclass
 import numpy as np
 from scipy import ndimage
 
-from bratseg.inference.input_signals import CaseSignals
+from bratseg.inference.case_signals import CaseSignals
 
 # Distinct values in the sample of the brain (about 55,000 voxels on a BraTS case): 188-14,204
 # in the 31 real BraTS-space cases (int16 scans); a label map has 3-4, a mask 1.

@@ -69,7 +69,6 @@ from bratseg.serving.form import (
 from bratseg.serving.legend import legend_html
 from bratseg.serving.results import DEFAULT_MAX_AGE_S, ResultStore, build_result, labels_nifti_gz
 from bratseg.serving.service import CaseProcessingError, InferenceService, ServiceBusyError
-from bratseg.serving.shown import parse_preprocess, segment_for_viewing
 from bratseg.serving.uploads import (
     DEFAULT_MAX_CASE_BYTES,
     DEFAULT_MAX_VOXELS,
@@ -77,6 +76,7 @@ from bratseg.serving.uploads import (
     request_workdir,
 )
 from bratseg.serving.viewer import init_viewer, result_urls
+from bratseg.serving.web_prediction import parse_preprocess, segment_for_viewing
 from bratseg.serving.zips import DicomStudy
 
 __all__ = ["ResultStore", "create_app", "labels_nifti_gz"]

@@ -34,8 +34,8 @@ from bratseg.serving.followup_web import TIME_POINT_NAMES, TIME_POINTS, Comparis
 from bratseg.serving.form import saved_upload
 from bratseg.serving.results import DIFFERENCE, FOLLOWUP_JSON, FOLLOWUP_ON_BASELINE, REPORT
 from bratseg.serving.service import ServiceBusyError
-from bratseg.serving.shown import parse_preprocess
 from bratseg.serving.uploads import UploadError, case_from_uploads, check_size, read_nifti_header
+from bratseg.serving.web_prediction import parse_preprocess
 from bratseg.serving.zips import case_from_zip
 
 followup_api = Blueprint("followup", __name__)

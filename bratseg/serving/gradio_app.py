@@ -60,8 +60,8 @@ from bratseg.serving.gradio_parts import (
 )
 from bratseg.serving.legend import legend_html
 from bratseg.serving.results import REPORT, Result, ResultStore, build_result
-from bratseg.serving.shown import SegmentationService, parse_preprocess, segment_for_viewing
 from bratseg.serving.uploads import request_workdir
+from bratseg.serving.web_prediction import SegmentationService, parse_preprocess, segment_for_viewing
 
 log = logging.getLogger("bratseg.gradio")
 

@@ -31,8 +31,8 @@ from bratseg.serving.followup_web import (
 )
 from bratseg.serving.gradio_parts import OUTPUTS, VIEWER_HEIGHT, VIEWER_MOUNT, case_from_inputs
 from bratseg.serving.results import FOLLOWUP_JSON, REPORT, ResultStore
-from bratseg.serving.shown import SegmentationService, parse_preprocess
 from bratseg.serving.uploads import request_workdir
+from bratseg.serving.web_prediction import SegmentationService, parse_preprocess
 
 log = logging.getLogger("bratseg.gradio")
 

@@ -269,7 +269,7 @@ def test_large_tumour_and_enhancing_rim_are_flagged(real: CaseVolumes) -> None:
     assert any("of the enhancing tumour lies in the outer 3 mm of the brain mask" in w for w in warnings)
 
 
-@pytest.mark.parametrize("module", ["bratseg.inference.guards", "bratseg.inference.input_signals"])
+@pytest.mark.parametrize("module", ["bratseg.inference.guards", "bratseg.inference.case_signals"])
 def test_docstring_examples(module: str) -> None:
     results = doctest.testmod(importlib.import_module(module))
     assert results.attempted > 0 and results.failed == 0

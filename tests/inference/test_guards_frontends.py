@@ -179,7 +179,7 @@ def flask_client(segmenter):
 @pytest.mark.parametrize("name", list(EXPECTED))
 def test_flask_answers_4xx_json_with_the_reason(flask_client, bad_root: Path, name: str) -> None:
     # The fast path's refusals: under the default preprocess=auto, input refused for not being in
-    # BraTS space goes through the native pipeline instead (tests/serving/test_shown.py).
+    # BraTS space goes through the native pipeline instead (tests/serving/test_web_prediction.py).
     files = {m: (io.BytesIO(p.read_bytes()), p.name) for m, p in _files(bad_root, name).items()}
     files["preprocess"] = "none"
     res = flask_client.post("/api/predict", data=files, content_type="multipart/form-data")

@@ -219,7 +219,7 @@ def test_refusals_name_the_file(tmp_path: Path, real: CaseVolumes, other: CaseVo
 def test_one_patient_with_a_weak_pair_is_one_head(metastasis: CaseVolumes, real: CaseVolumes) -> None:
     """The BraTS 2023 metastasis case: its T1 and T2 line up weakly (no outline or intensity
     gain of their own), yet both line up with its FLAIR: one head, no refusal."""
-    from bratseg.inference.input_signals import CaseSignals
+    from bratseg.inference.case_signals import CaseSignals
     from bratseg.inference.one_head import head_groups, pair_alignments
 
     signals = CaseSignals(metastasis.images, metastasis.affine)

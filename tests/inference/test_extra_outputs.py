@@ -16,7 +16,7 @@ import pytest
 from PIL import Image
 
 from bratseg.cli import main
-from bratseg.inference.case_extras import uncertainty_path
+from bratseg.inference.extra_outputs import uncertainty_path
 from bratseg.inference.predictor import SHIPPED_MODEL
 
 

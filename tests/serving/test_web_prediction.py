@@ -1,4 +1,4 @@
-"""Native scans through the web front ends (bratseg.serving.shown): the raw TCGA-FG-6692 case
+"""Native scans through the web front ends (bratseg.serving.web_prediction): the raw TCGA-FG-6692 case
 (with skull, FLAIR and T1ce each on their own 5.5 mm grid) uploaded as NIfTI to the Flask API,
 and the same scans as a zipped DICOM study to the Gradio demo. Both must take the native
 pipeline under the default ``preprocess=auto``, say which steps ran, and return labels on the
