@@ -36,6 +36,7 @@ _AFFINE_TOLERANCE = 1e-3  # mm; BraTS files of one case share the affine to floa
 # Header slopes applied as such; beyond, as their sign (see _scaled_data). int16 scans times any
 # slope in this range stay far inside float32 and far above the z-score's floor of 1e-8.
 SAFE_SLOPE = (1e-6, 1e6)
+_SINGLE_FILE_NIFTI1 = b"n+1\x00"  # the magic at byte 344 of a .nii NIfTI-1 header
 
 
 @dataclass
@@ -126,20 +127,23 @@ def _nifti_image(path: Path) -> Iterator[nib.Nifti1Image]:
     with open(path, "rb") as raw:
         head = raw.read(348)
     compressed = head[:2] == b"\x1f\x8b"
-    if not compressed and (len(head) < 348 or int.from_bytes(head[:4], "little") != 348):
-        if int.from_bytes(head[:4], "big") != 348:  # NIfTI-2, Analyze, ...: nibabel decides
-            yield nib.load(str(path))
-            return
+    if not compressed and head[344:348] != _SINGLE_FILE_NIFTI1:
+        yield nib.load(str(path))  # NIfTI-2, a header/image pair, Analyze, garbage: nibabel decides
+        return
     with igzip.open(path, "rb") if compressed else open(path, "rb") as stream:
-        holder = nib.FileHolder(str(path), stream)
-        try:
-            image = nib.Nifti1Image.from_file_map({"header": holder, "image": holder})
-        except (nib.filebasedimages.ImageFileError, nib.wrapstruct.WrapStructError):
-            image = None  # gzipped NIfTI-2, another format or garbage: nibabel's loader decides
+        image = None
+        inflated = stream.read(348)  # the header's magic, inflated
+        if inflated[344:348] == _SINGLE_FILE_NIFTI1:
+            stream.seek(0)
+            holder = nib.FileHolder(str(path), stream)
+            try:
+                image = nib.Nifti1Image.from_file_map({"header": holder, "image": holder})
+            except (nib.filebasedimages.ImageFileError, nib.wrapstruct.WrapStructError):
+                image = None
         if image is not None:
             yield image
             return
-    yield nib.load(str(path))
+    yield nib.load(str(path))  # gzipped, but not single-file NIfTI-1 (or unreadable): nibabel decides
 
 
 def _one_line(exc: BaseException) -> str:
