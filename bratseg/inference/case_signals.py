@@ -37,10 +37,12 @@ class CaseSignals:
     """What the guards measure on one case's images (``{modality: array}`` on one grid with
     ``affine``)."""
 
-    def __init__(self, images: dict[str, np.ndarray], affine: np.ndarray):
+    def __init__(self, images: dict[str, np.ndarray], affine: np.ndarray, mask: np.ndarray | None = None):
         self.images = images
         self.affine = np.asarray(affine, dtype=np.float64)
         self.spacing = voxel_sizes(self.affine)
+        if mask is not None:  # the brain mask already made from these images: not made again
+            self.__dict__["mask"] = mask
 
     @cached_property
     def backgrounds(self) -> dict[str, tuple[float, float]]:

@@ -161,13 +161,16 @@ def brats_space_problems(
     return problems
 
 
-def check_input(volumes: CaseVolumes, preprocessing: PreprocessingConfig) -> list[str]:
+def check_input(
+    volumes: CaseVolumes, preprocessing: PreprocessingConfig, signals: CaseSignals | None = None
+) -> list[str]:
     """Raise :class:`ImplausibleScanError` for a sequence that is no scan of its kind (no
     anatomy, a label map or mask, inverted contrast), :class:`UntrustworthyInputError` for input
     that is not BraTS-space-like and :class:`InconsistentModalitiesError` for modalities
     mirrored against each other, the same image given twice, T1 and T1ce swapped, or sequences
-    from more than one head; return warnings for doubtful input."""
-    stats = CaseSignals(volumes.images, volumes.affine)
+    from more than one head; return warnings for doubtful input. ``signals`` may pass the
+    case's :class:`CaseSignals` (whose brain mask preprocessing then reuses)."""
+    stats = signals or CaseSignals(volumes.images, volumes.affine)
     # What each file holds first (no preprocessing fixes a label map or an inverted image, so
     # it must not be taken for raw input and sent to the native path), then the grid, then
     # the sequences against each other.
@@ -270,14 +273,15 @@ def _one_head_once_flipped(volumes: CaseVolumes, stats: CaseSignals, modality: s
     return len(head_groups(CaseSignals(images, stats.affine))) == 1
 
 
-def check_result(prediction: Prediction, strict: bool = False) -> list[str]:
+def check_result(prediction: Prediction, strict: bool = False, brain_mask: np.ndarray | None = None) -> list[str]:
     """Warnings for an implausible result (empty when it looks sound). A tumour filling most of
     the brain is flagged as not plausible; with ``strict`` it raises
     :class:`UntrustworthyResultError` instead (the front ends flag, so that a model under
-    development still returns its map)."""
+    development still returns its map). ``brain_mask`` may pass the input's brain mask, made
+    already."""
     volumes = prediction.volumes
     labels = prediction.labels
-    brain = CaseSignals(volumes.images, volumes.affine)
+    brain = CaseSignals(volumes.images, volumes.affine, mask=brain_mask)
     voxel_cm3 = float(np.prod(brain.spacing)) / 1000
     tumour_cm3 = float((labels > 0).sum()) * voxel_cm3
     fraction = tumour_cm3 / max(brain.cm3, 1e-9)

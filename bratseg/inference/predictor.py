@@ -31,6 +31,7 @@ from bratseg.data.labels import regions_to_labels, to_brats2020
 from bratseg.data.layout import Case, case_from_folder
 from bratseg.errors import ModelLoadError
 from bratseg.inference import guards
+from bratseg.inference.case_signals import CaseSignals
 from bratseg.inference.model_folder import SHIPPED_MODEL, load_model, weights_version
 from bratseg.inference.postprocessing import remove_small_components
 from bratseg.inference.prediction import Prediction
@@ -59,6 +60,7 @@ class PreparedInput:
     slice_index: np.ndarray
     warnings: list[str]
     seconds: float
+    brain_mask: np.ndarray | None = None  # the input's, for the result checks
 
 
 @dataclass
@@ -256,15 +258,17 @@ class Segmenter:
             case = case_from_folder(case)
         volumes = case if isinstance(case, CaseVolumes) else load_case(case, with_label=False)
         t0 = time.perf_counter()
-        warnings = guards.check_input(volumes, self.preprocessing)
-        prep = prepare_case(volumes, self.preprocessing)
+        # One set of measurements for the checks, the preprocessing and the result checks.
+        signals = CaseSignals(volumes.images, volumes.affine)
+        warnings = guards.check_input(volumes, self.preprocessing, signals)
+        prep = prepare_case(volumes, self.preprocessing, mask=signals.mask)
         image = with_context(prep.image, getattr(self.preprocessing, "context_slices", 0))
         slice_index = np.flatnonzero(prep.brain.any(axis=(0, 1)))  # empty slices stay background
         # [C, X, Y, Z] -> [n, C, X, Y] in channels-last memory, in one gather: the layout the
         # network runs fastest in, and each batch is then a contiguous view.
         by_slice = torch.from_numpy(image).permute(3, 1, 2, 0)[torch.from_numpy(slice_index)]
         slices = by_slice.permute(0, 3, 1, 2)
-        return PreparedInput(volumes, prep, slices, slice_index, warnings, time.perf_counter() - t0)
+        return PreparedInput(volumes, prep, slices, slice_index, warnings, time.perf_counter() - t0, signals.mask)
 
     @torch.inference_mode()
     def run_network(self, prepared: PreparedInput) -> NetworkOutput:
@@ -311,7 +315,7 @@ class Segmenter:
         prediction = Prediction(
             full_labels, prepared.volumes, seconds, probabilities, list(prepared.warnings), self.confidence_threshold
         )
-        prediction.warnings += guards.check_result(prediction)
+        prediction.warnings += guards.check_result(prediction, brain_mask=prepared.brain_mask)
         return prediction
 
     def _batches(self, zs: np.ndarray) -> list[np.ndarray]:

@@ -27,8 +27,10 @@ class PreparedCase:
     present: list[str]
 
 
-def prepare_case(volumes: CaseVolumes, config: PreprocessingConfig) -> PreparedCase:
-    mask = brain_mask(volumes.images)
+def prepare_case(volumes: CaseVolumes, config: PreprocessingConfig, mask: np.ndarray | None = None) -> PreparedCase:
+    """``volumes`` as the model's input. ``mask`` may pass the brain mask of ``volumes.images``
+    (:func:`~bratseg.preprocessing.normalize.brain_mask`) when it is made already."""
+    mask = brain_mask(volumes.images) if mask is None else mask
     start = brain_window(mask, config.crop_size)
     brain = crop_xy(mask, start, config.crop_size)
     # Z-scored with the whole brain's statistics, as zscore() does, but written in the window
