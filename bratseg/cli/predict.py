@@ -256,19 +256,25 @@ def _print_summary(summary: RunSummary, args: argparse.Namespace, folder_mode: b
         raise BratsegError(f"{len(failed)} of {summary.total} cases failed ({names}); the others were written")
 
 
-# What a server cannot be asked (options that change the model, its settings or the outputs),
-# with the value each has when not given.
-_LOCAL_ONLY = {
-    "model": None, "flair": None, "t1": None, "t1ce": None, "t2": None, "keep_intermediate": None, "tta": False,
-    "precision": "auto", "threads": None, "batch_size": None, "uncertainty": False, "figures": None,
-}  # fmt: skip
+# What a server cannot be asked: options that change the model, its settings or the outputs.
+_LOCAL_ONLY = (
+    "model", "flair", "t1", "t1ce", "t2", "keep_intermediate", "tta", "precision", "threads", "batch_size",
+    "uncertainty", "figures",
+)  # fmt: skip
+
+
+def _local_options_given(args: argparse.Namespace) -> list[str]:
+    """The :data:`_LOCAL_ONLY` options ``args`` sets to other than their defaults (read from
+    the parser itself, so that the two never disagree)."""
+    parser = add_parser(argparse.ArgumentParser().add_subparsers())
+    return [name for name in _LOCAL_ONLY if getattr(args, name, None) != parser.get_default(name)]
 
 
 def _predict_on_server(args: argparse.Namespace) -> None:
     """``bratseg predict CASE --output OUT.nii.gz --server URL``: no torch, no model here."""
     from bratseg.serving.client import predict_remote
 
-    given = [name for name, unset in _LOCAL_ONLY.items() if getattr(args, name, unset) != unset]
+    given = _local_options_given(args)
     if given:
         options = ", ".join("--" + name.replace("_", "-") for name in given)
         raise BratsegError(f"{options}: not with --server (the server's model and settings apply)")
@@ -276,9 +282,6 @@ def _predict_on_server(args: argparse.Namespace) -> None:
         raise BratsegError("--server predicts one case: give its folder (or .zip) and --output OUT.nii.gz")
     result = predict_remote(args.server, args.case, args.output, preprocess=args.preprocess)
     if not args.quiet:  # as a local call prints them
-        volumes = ", ".join(
-            f"{name} {result.volumes[name]:.1f} cm3" for name in _REGIONS_SHOWN if name in result.volumes
-        )
-        print(f"{args.case.name}: {volumes} -> {result.output} (by {args.server})")
+        print(f"{args.case.name}: {_volumes_line(result.volumes)} -> {result.output} (by {args.server})")
     for warning in result.warnings:
         print(f"{args.case.name}: warning: {warning}", file=sys.stderr)
