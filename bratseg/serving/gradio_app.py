@@ -38,7 +38,6 @@ from typing import Any
 
 import gradio as gr
 
-from bratseg.errors import BratsegError
 from bratseg.inference.prediction import Prediction
 from bratseg.serving.demo_files import private_cache
 from bratseg.serving.gradio_followup import followup_section
@@ -55,6 +54,7 @@ from bratseg.serving.gradio_parts import (
     slider,
     slim,
     synthetic_example,
+    user_errors,
     viewer_html,
     volumes_table,
 )
@@ -128,7 +128,7 @@ def _predict(
     """Predict the case of ``inputs`` (flair, t1ce, t1, t2, zip; on the native path for scans
     not in BraTS space), keep the result for the viewer, write the downloads; every failure
     becomes a message for the user."""
-    try:
+    with user_errors("segmenting this case", "refused input", "segmentation failed"):
         with request_workdir() as workdir:
             case = case_from_inputs(*inputs, workdir, max_zip_bytes)
             shown = segment_for_viewing(service, case, parse_preprocess(preprocess))
@@ -145,19 +145,6 @@ def _predict(
         out = OUTPUTS.new_file(f"{prediction.volumes.case_id}_seg.nii.gz")
         out.write_bytes(result.files["labels.nii.gz"].data)
         return prediction, result, key, str(out)
-    except gr.Error:
-        raise
-    except BratsegError as exc:
-        # Bad input (or a busy or broken model): the message names the file and the problem.
-        log.info("refused input: %s", exc)
-        raise gr.Error(str(exc), print_exception=False) from None
-    except Exception as exc:
-        log.exception("segmentation failed")
-        raise gr.Error(
-            f"Unexpected error while segmenting this case ({type(exc).__name__}: {exc}); "
-            "the server log has the details.",
-            print_exception=False,
-        ) from None
 
 
 def _segment_handler(service: SegmentationService, results: ResultStore, max_zip_bytes: int) -> Callable[..., Any]:

@@ -29,7 +29,7 @@ from bratseg.serving.followup_web import (
     measurement_rows,
     response_markdown,
 )
-from bratseg.serving.gradio_parts import OUTPUTS, VIEWER_HEIGHT, VIEWER_MOUNT, case_from_inputs
+from bratseg.serving.gradio_parts import OUTPUTS, VIEWER_HEIGHT, VIEWER_MOUNT, case_from_inputs, user_errors
 from bratseg.serving.results import FOLLOWUP_JSON, REPORT, ResultStore
 from bratseg.serving.uploads import request_workdir
 from bratseg.serving.web_prediction import SegmentationService, parse_preprocess
@@ -75,7 +75,7 @@ def followup_section(
             "baseline": (baseline_flair, baseline_t1ce, baseline_zip, baseline_seg),
             "followup": (followup_flair, followup_t1ce, followup_zip, followup_seg),
         }
-        try:
+        with user_errors("comparing", "follow-up refused", "follow-up comparison failed"):
             with request_workdir() as workdir:
                 points = {}
                 for name in TIME_POINTS:
@@ -90,17 +90,6 @@ def followup_section(
                         raise gr.Error(f"{title}: {message}", print_exception=False) from None
                     points[name] = TimePointUpload(source, Path(seg) if seg else None)
                 comparison = compare(service, points, results, workdir, parse_preprocess(preprocess))
-        except gr.Error:
-            raise
-        except BratsegError as exc:
-            log.info("follow-up refused: %s", exc)
-            raise gr.Error(str(exc), print_exception=False) from None
-        except Exception as exc:
-            log.exception("follow-up comparison failed")
-            raise gr.Error(
-                f"Unexpected error while comparing ({type(exc).__name__}: {exc}); the server log has the details.",
-                print_exception=False,
-            ) from None
         body = comparison.body
         log.info("follow-up compared: %s", body["response"])
         report = None

@@ -10,6 +10,8 @@ import html
 import logging
 import tempfile
 import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import gradio as gr
@@ -19,6 +21,7 @@ import pandas as pd
 from bratseg.data.io import CaseVolumes
 from bratseg.data.labels import REGION_LABELS, resolve_region
 from bratseg.data.layout import Case
+from bratseg.errors import BratsegError
 from bratseg.inference.prediction import Prediction
 from bratseg.reporting.render import best_slice, render_overlay, slice_count
 from bratseg.serving.demo_files import OutputFolder, private_cache
@@ -29,6 +32,28 @@ from bratseg.serving.zips import DicomStudy, case_from_zip
 from bratseg.synthetic import write_synthetic_case
 
 log = logging.getLogger("bratseg.gradio")
+
+
+@contextmanager
+def user_errors(action: str, refused: str, failed: str) -> Iterator[None]:
+    """Every failure inside the block as a :class:`gr.Error` for the user: bad input (or a busy
+    or broken model) with its own message, which names the file and the problem; anything
+    else as an unexpected error while ``action``, its details left in the server log.
+    ``refused`` and ``failed`` begin the log lines of each."""
+    try:
+        yield
+    except gr.Error:
+        raise
+    except BratsegError as exc:
+        log.info("%s: %s", refused, exc)
+        raise gr.Error(str(exc), print_exception=False) from None
+    except Exception as exc:
+        log.exception(failed)
+        raise gr.Error(
+            f"Unexpected error while {action} ({type(exc).__name__}: {exc}); the server log has the details.",
+            print_exception=False,
+        ) from None
+
 
 VOLUME_COLUMNS = ["region", "volume (cm³)"]
 SYNTHETIC_PREFIX = "SYNTHETIC"
