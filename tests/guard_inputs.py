@@ -267,3 +267,20 @@ def save_with_scaling(raw: np.ndarray, affine: np.ndarray, path: Path, slope: fl
         stream.write(header.binaryblock + b"\0" * 4)  # 348 bytes and an empty extension flag
         stream.write(np.asarray(raw).tobytes(order="F"))
     return path
+
+
+def refused_by_guards(volumes: CaseVolumes, error: type[Exception], *fragments: str) -> str:
+    """The one-line message with which the input checks (the shipped model's preprocessing)
+    refuse ``volumes`` as ``error``; each of ``fragments`` must be in it."""
+    import pytest
+
+    from bratseg.inference import guards
+    from bratseg.preprocessing.config import PreprocessingConfig
+
+    with pytest.raises(error) as info:
+        guards.check_input(volumes, PreprocessingConfig())
+    message = str(info.value)
+    assert "\n" not in message
+    for fragment in fragments:
+        assert fragment in message, message
+    return message

@@ -29,6 +29,7 @@ from guard_inputs import (
     mask_as,
     negated,
     only,
+    refused_by_guards,
     save_with_scaling,
     scaled,
     two_patients,
@@ -70,14 +71,7 @@ def metastasis(data_dir: Path) -> CaseVolumes:
     return _case(data_dir, "BraTS-MET-00110-000")
 
 
-def _refused(volumes: CaseVolumes, error: type[InvalidCaseError], *fragments: str) -> str:
-    with pytest.raises(error) as info:
-        guards.check_input(volumes, CONFIG)
-    message = str(info.value)
-    assert "\n" not in message
-    for fragment in fragments:
-        assert fragment in message, message
-    return message
+_refused = refused_by_guards
 
 
 # --- no anatomy, label maps, masks --------------------------------------------------------------
