@@ -219,8 +219,9 @@ def measure(args: argparse.Namespace) -> dict:
             singles.append(_run_worker("command", json.dumps(cmd), json.dumps(cache)))
         results["single"] = singles
         if not args.no_server:
-            # --threads is the server's to choose: the client refuses options that change the prediction.
-            results["server_call"] = _server_calls(one[: -len(threads)], tmp, cache, args.cli_runs)
+            # No --threads: the server's to choose (the client refuses options that change the prediction).
+            served = [*_bratseg(), "predict", str(cases[0]), "--quiet"]
+            results["server_call"] = _server_calls(served, tmp, cache, args.cli_runs)
         batches = []
         for i in range(args.runs):
             cmd = [*_bratseg(), "predict", str(data), "--output", str(tmp / f"out{i}"), "--quiet", *threads]
