@@ -42,6 +42,8 @@ class TrainConfig:
             Empty: whole slices.
         foreground_fraction: with ``patch_size``, the probability that a crop is centred on a
             random tumour voxel (nnU-Net forces a third of its patches to hold foreground).
+        region_loss_weights: weights of the WT, TC and ET terms of the loss
+            (:class:`~bratseg.training.losses.RegionDiceBCELoss`); empty: equal weights.
         ema_decay: keep an exponential moving average of the weights with this decay
             (``torch.optim.swa_utils``); validation, ``best.safetensors`` and the exported
             model use the averaged weights, ``last.pt`` keeps both. 0 turns it off.
@@ -64,6 +66,7 @@ class TrainConfig:
     intensity_augment: bool = False
     patch_size: list[int] = field(default_factory=list)
     foreground_fraction: float = 0.33
+    region_loss_weights: list[float] = field(default_factory=list)
     ema_decay: float = 0.0
     init_weights: str = ""
     fold: int | None = None
@@ -78,6 +81,8 @@ class TrainConfig:
     def __post_init__(self) -> None:
         if self.target != "regions":
             raise ValueError(f"target {self.target!r}: bratseg trains 'regions' models only (sigmoid WT, TC, ET)")
+        if self.region_loss_weights and len(self.region_loss_weights) != 3:
+            raise ValueError(f"region_loss_weights {self.region_loss_weights}: give three weights (WT, TC, ET)")
 
     @classmethod
     def from_json(cls, path: str | Path, **overrides) -> TrainConfig:

@@ -127,7 +127,7 @@ def _train(cache_dir: Path, run_dir: Path, config: TrainConfig, resume: bool, ct
         write_metrics(run_dir / "metrics.jsonl", run.state["history"])
 
     net = DistributedDataParallel(run.model) if ctx.distributed else run.model
-    loss_fn = RegionDiceBCELoss()
+    loss_fn = RegionDiceBCELoss(config.region_loss_weights)
     val_cases = sorted(set(run.val_set.case_of))
     while run.state["epoch"] < config.epochs and run.state["bad_epochs"] < config.patience:
         record, improved = _run_epoch(net, run, loss_fn, val_cases, config, ctx)
