@@ -15,6 +15,7 @@ from pathlib import Path
 import nibabel as nib
 import numpy as np
 import pytest
+import torch
 
 import bratseg
 from bratseg.cli import main
@@ -63,6 +64,64 @@ def test_pipeline_keeps_order_bounds_memory_and_matches_segment(small_cases, seg
     reference = segmenter.segment(folders[3])
     assert np.array_equal(outcomes[3].prediction.labels, reference.labels)
     assert np.array_equal(outcomes[3].prediction.probabilities, reference.probabilities)
+
+
+class _ConcurrentNetworks:
+    """A segmenter whose first two network calls must overlap (a barrier), recording how many
+    run at once and the torch threads each sees."""
+
+    def __init__(self, segmenter, expect_overlap: bool):
+        self.segmenter, self.device = segmenter, segmenter.device
+        self.barrier = threading.Barrier(2, timeout=60) if expect_overlap else None
+        self.lock, self.running, self.most, self.calls, self.threads = threading.Lock(), 0, 0, 0, set()
+
+    def prepare(self, volumes):
+        return self.segmenter.prepare(volumes)
+
+    def finish(self, prepared, network):
+        return self.segmenter.finish(prepared, network)
+
+    def run_network(self, prepared):
+        with self.lock:
+            self.running += 1
+            self.most = max(self.most, self.running)
+            self.threads.add(torch.get_num_threads())
+            self.calls += 1
+            first_two = self.calls <= 2
+        try:
+            if self.barrier is not None and first_two:
+                self.barrier.wait()  # raises BrokenBarrierError unless a second worker comes
+            return self.segmenter.run_network(prepared)
+        finally:
+            with self.lock:
+                self.running -= 1
+
+
+def test_two_network_workers_share_the_threads_and_change_nothing(small_cases, segmenter, tmp_path):
+    """Two cases in the network at once, on one torch thread each, give the outcomes, in job
+    order, that one worker gives; torch's thread count is restored afterwards; and there are
+    never more workers than threads."""
+    folders = sorted(small_cases.iterdir())
+    jobs = [Job(f.name, f, tmp_path / "one" / f"{f.name}.nii.gz") for f in folders]
+    threads_before = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        one = run_batch(jobs, segmenter, lambda j, p: None, network_workers=1, keep_predictions=True)
+        two_workers = _ConcurrentNetworks(segmenter, expect_overlap=True)
+        two = run_batch(jobs, two_workers, lambda j, p: None, network_workers=2, keep_predictions=True)
+        assert torch.get_num_threads() == 2
+        torch.set_num_threads(1)
+        capped = _ConcurrentNetworks(segmenter, expect_overlap=False)
+        run_batch(jobs[:3], capped, lambda j, p: None, network_workers=2)
+    finally:
+        torch.set_num_threads(threads_before)
+    assert all(o.ok for o in two), [o.error for o in two if not o.ok]
+    assert [o.job.name for o in two] == [f.name for f in folders]
+    assert two_workers.most == 2 and two_workers.threads == {1}
+    for a, b in zip(one, two):
+        assert np.array_equal(a.prediction.labels, b.prediction.labels)
+        assert np.array_equal(a.prediction.probabilities, b.prediction.probabilities)
+    assert capped.most == 1 and capped.threads == {1}
 
 
 def test_model_that_fails_to_load_stops_the_run(small_cases, tmp_path):
