@@ -145,8 +145,9 @@ def _reader_variants(case) -> dict[str, float]:
     return {"before: read 4 modalities (nibabel gzip, one by one)": time.perf_counter() - t}
 
 
-def worker_pipeline(data: Path, threads: int, max_in_flight: int) -> dict:
-    """The cases through run_batch in this process (model already loaded): seconds per case."""
+def worker_pipeline(data: Path, threads: int, max_in_flight: int, network_workers: int) -> dict:
+    """The cases through run_batch in this process (model already loaded): seconds per case.
+    ``network_workers`` 0: run_batch's default."""
     import torch
 
     torch.set_num_threads(threads)
@@ -157,7 +158,13 @@ def worker_pipeline(data: Path, threads: int, max_in_flight: int) -> dict:
     with tempfile.TemporaryDirectory() as tmp:
         jobs = [Job(p.name, p, Path(tmp) / f"{p.name}.nii.gz") for p in sorted(data.iterdir())]
         t = time.perf_counter()
-        outcomes = run_batch(jobs, seg, write=lambda job, pred: pred.save(job.target), max_in_flight=max_in_flight)
+        outcomes = run_batch(
+            jobs,
+            seg,
+            write=lambda job, pred: pred.save(job.target),
+            max_in_flight=max_in_flight,
+            network_workers=network_workers or None,
+        )
         wall = time.perf_counter() - t
     assert all(o.ok for o in outcomes)
     return {"per_case_s": wall / len(jobs), "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}
@@ -230,8 +237,9 @@ def measure(args: argparse.Namespace) -> dict:
             batches.append(r)
         results["batch"] = batches
         results["breakdown"] = _run_worker("breakdown", str(cases[0]), str(args.threads))
-        results["pipeline_overlapped"] = _run_worker("pipeline", str(data), str(args.threads), "3")
-        results["pipeline_one_at_a_time"] = _run_worker("pipeline", str(data), str(args.threads), "1")
+        results["pipeline_overlapped"] = _run_worker("pipeline", str(data), str(args.threads), "3", "0")
+        results["pipeline_one_worker"] = _run_worker("pipeline", str(data), str(args.threads), "3", "1")
+        results["pipeline_one_at_a_time"] = _run_worker("pipeline", str(data), str(args.threads), "1", "1")
     if not args.no_monai:
         results["segresnet"] = _run_worker("monai", str(cases[0]), str(args.monai_runs), str(args.threads))
     return results
@@ -305,7 +313,11 @@ def report(results: dict, load: MachineLoad, command: str, n: int) -> str:
             f"- MONAI SegResNet (tutorial config, network only): {seg['median_s']:.2f} s per case "
             f"(median of {len(seg['times'])}); bratseg end to end is **{ratio:.1f}x** faster"
         )
-    for key, label in (("pipeline_overlapped", "overlapped, 3 in flight"), ("pipeline_one_at_a_time", "one at a time")):
+    for key, label in (
+        ("pipeline_overlapped", "overlapped, 3 in flight, default network workers (2 on a 2-core CPU)"),
+        ("pipeline_one_worker", "overlapped, 3 in flight, one network worker (before)"),
+        ("pipeline_one_at_a_time", "one at a time"),
+    ):
         r = results.get(key, {})
         if "per_case_s" in r:
             lines.append(
@@ -337,7 +349,7 @@ def main() -> None:
         elif kind == "breakdown":
             result = worker_breakdown(Path(rest[0]), int(rest[1]))
         elif kind == "pipeline":
-            result = worker_pipeline(Path(rest[0]), int(rest[1]), int(rest[2]))
+            result = worker_pipeline(Path(rest[0]), int(rest[1]), int(rest[2]), int(rest[3]))
         else:
             result = worker_monai(Path(rest[0]), int(rest[1]), int(rest[2]))
         print(json.dumps(result))

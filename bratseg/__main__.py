@@ -1,5 +1,3 @@
-import sys
+from bratseg.cli import console_main
 
-from bratseg.cli import main
-
-sys.exit(main())
+console_main()

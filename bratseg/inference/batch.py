@@ -120,8 +120,8 @@ def run_batch(
         keep_predictions: keep each prediction in its outcome; by default it is dropped once
             written, so that memory does not grow with the number of cases.
         network_workers: cases in the network at once, torch's intra-op threads shared
-            between them (never more workers than threads); None: 2 on the CPU with two
-            threads or more (:func:`default_network_workers`), 1 on a GPU.
+            between them (never more workers than threads or cases); None: 2 on the CPU
+            with two threads or more (:func:`default_network_workers`), 1 on a GPU.
     """
     pipeline = _Pipeline(list(jobs), write, on_outcome, read, max_in_flight, keep_predictions, network_workers)
     threads = [
@@ -203,7 +203,7 @@ class _Pipeline:
         self.ready.set()
         threads = torch.get_num_threads()
         workers = self.network_workers or default_network_workers(model.device, threads)
-        workers = max(1, min(workers, threads))
+        workers = max(1, min(workers, threads, len(self.jobs)))  # one case: one worker, every thread
         others = [
             threading.Thread(target=self._network_worker, name="bratseg-network", daemon=True)
             for _ in range(workers - 1)

@@ -100,7 +100,7 @@ class _ConcurrentNetworks:
 def test_two_network_workers_share_the_threads_and_change_nothing(small_cases, segmenter, tmp_path):
     """Two cases in the network at once, on one torch thread each, give the outcomes, in job
     order, that one worker gives; torch's thread count is restored afterwards; and there are
-    never more workers than threads."""
+    never more workers than threads or cases."""
     folders = sorted(small_cases.iterdir())
     jobs = [Job(f.name, f, tmp_path / "one" / f"{f.name}.nii.gz") for f in folders]
     threads_before = torch.get_num_threads()
@@ -113,6 +113,9 @@ def test_two_network_workers_share_the_threads_and_change_nothing(small_cases, s
         torch.set_num_threads(1)
         capped = _ConcurrentNetworks(segmenter, expect_overlap=False)
         run_batch(jobs[:3], capped, lambda j, p: None, network_workers=2)
+        torch.set_num_threads(2)
+        single = _ConcurrentNetworks(segmenter, expect_overlap=False)
+        run_batch(jobs[:1], single, lambda j, p: None, network_workers=2)  # one case keeps both threads
     finally:
         torch.set_num_threads(threads_before)
     assert all(o.ok for o in two), [o.error for o in two if not o.ok]
@@ -122,6 +125,7 @@ def test_two_network_workers_share_the_threads_and_change_nothing(small_cases, s
         assert np.array_equal(a.prediction.labels, b.prediction.labels)
         assert np.array_equal(a.prediction.probabilities, b.prediction.probabilities)
     assert capped.most == 1 and capped.threads == {1}
+    assert single.threads == {2}
 
 
 def test_model_that_fails_to_load_stops_the_run(small_cases, tmp_path):
