@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import functools
 import time
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import nullcontext
 from dataclasses import dataclass
 from pathlib import Path
@@ -260,8 +261,12 @@ class Segmenter:
         t0 = time.perf_counter()
         # One set of measurements for the checks, the preprocessing and the result checks.
         signals = CaseSignals(volumes.images, volumes.affine)
-        warnings = guards.check_input(volumes, self.preprocessing, signals)
-        prep = prepare_case(volumes, self.preprocessing, mask=signals.mask)
+        # The checks and the preprocessing only read the images: the preprocessing runs on a
+        # second thread meanwhile (NumPy releases the GIL), and is dropped if the checks refuse.
+        with ThreadPoolExecutor(max_workers=1, thread_name_prefix="bratseg-prepare") as pool:
+            prepared = pool.submit(prepare_case, volumes, self.preprocessing, mask=signals.mask)
+            warnings = guards.check_input(volumes, self.preprocessing, signals)
+            prep = prepared.result()
         image = with_context(prep.image, getattr(self.preprocessing, "context_slices", 0))
         slice_index = np.flatnonzero(prep.brain.any(axis=(0, 1)))  # empty slices stay background
         # [C, X, Y, Z] -> [n, C, X, Y] in channels-last memory, in one gather: the layout the
