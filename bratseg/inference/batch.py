@@ -9,7 +9,7 @@ Three stages run at once, in case order:
    (:meth:`Segmenter.run_network`), splitting torch's intra-op threads between them. On the
    CPU the default is two workers of half the threads each: a network on one thread never
    waits at a parallel region's barrier for a core the reader or the writer holds, which made
-   a batch of real cases 15 % faster on two cores (BENCHMARKS.md), with identical results;
+   a batch of real cases 1.16x faster on two cores (BENCHMARKS.md), with identical results;
 3. **write**: a writer thread turns each network output into labels
    (:meth:`Segmenter.finish`), writes them and runs the per-case hooks, in job order.
 
