@@ -44,6 +44,9 @@ class TrainConfig:
             random tumour voxel (nnU-Net forces a third of its patches to hold foreground).
         region_loss_weights: weights of the WT, TC and ET terms of the loss
             (:class:`~bratseg.training.losses.RegionDiceBCELoss`); empty: equal weights.
+        deep_supervision: decoder stages before the last that get a training-only output head
+            scored against the downsampled target (nnU-Net's deep supervision,
+            :mod:`bratseg.training.deep_supervision`); 0 turns it off.
         ema_decay: keep an exponential moving average of the weights with this decay
             (``torch.optim.swa_utils``); validation, ``best.safetensors`` and the exported
             model use the averaged weights, ``last.pt`` keeps both. 0 turns it off.
@@ -67,6 +70,7 @@ class TrainConfig:
     patch_size: list[int] = field(default_factory=list)
     foreground_fraction: float = 0.33
     region_loss_weights: list[float] = field(default_factory=list)
+    deep_supervision: int = 0
     ema_decay: float = 0.0
     init_weights: str = ""
     fold: int | None = None

@@ -53,8 +53,9 @@ def write_best(path: Path, model) -> None:
     atomic_write_bytes(path, lambda p: save_file(weights, str(p)))
 
 
-def write_checkpoint(path: Path, model, optimizer, scheduler, state: dict, ema=None) -> None:
-    """``last.pt``: everything a resumed run needs, the weight average (``ema``) included."""
+def write_checkpoint(path: Path, model, optimizer, scheduler, state: dict, ema=None, supervision=None) -> None:
+    """``last.pt``: everything a resumed run needs, the weight average (``ema``) and the deep
+    supervision heads (``supervision``) included."""
     ckpt = {
         "model": model.state_dict(),
         "optimizer": optimizer.state_dict(),
@@ -63,6 +64,8 @@ def write_checkpoint(path: Path, model, optimizer, scheduler, state: dict, ema=N
     }
     if ema is not None:
         ckpt["ema"] = ema.state_dict()
+    if supervision is not None:
+        ckpt["supervision"] = supervision.state_dict()
     atomic_write_bytes(path, lambda p: torch.save(ckpt, p))
 
 

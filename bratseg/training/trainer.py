@@ -12,6 +12,7 @@ run needs ``resume=True``; resuming refuses options that would change the run's 
 
 from __future__ import annotations
 
+import functools
 import json
 import math
 import time
@@ -29,6 +30,7 @@ from bratseg.preprocessing.cache import fold_split
 from bratseg.preprocessing.config import PreprocessingConfig
 from bratseg.training.config import TrainConfig
 from bratseg.training.dataset import SliceDataset
+from bratseg.training.deep_supervision import DeepSupervision
 from bratseg.training.distributed import DistributedContext, process_group_backend
 from bratseg.training.epoch import epoch_seed, train_epoch, validate
 from bratseg.training.export import export_run
@@ -105,6 +107,7 @@ class _Training:
     train_set: SliceDataset
     val_set: SliceDataset
     steps_per_epoch: int
+    supervision: DeepSupervision | None = None  # training-only heads on the decoder
     # -inf, not -1: without validation cases the score is -train_loss, which can be below -1.
     state: dict = field(
         default_factory=lambda: {"epoch": 0, "best_score": -math.inf, "best_epoch": 0, "bad_epochs": 0, "history": []}
@@ -191,7 +194,13 @@ def _build(
         if ctx.is_main:
             print(f"initialised from {config.init_weights}", flush=True)
     model = model.to(ctx.device, memory_format=torch.channels_last)
-    optimizer = torch.optim.AdamW(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
+    supervision = None
+    if config.deep_supervision:
+        if ctx.distributed:
+            raise BratsegError("deep_supervision: not available under torchrun yet (its heads are outside DDP)")
+        supervision = DeepSupervision(model, config.deep_supervision).to(ctx.device)
+    parameters = list(model.parameters()) + (list(supervision.parameters()) if supervision is not None else [])
+    optimizer = torch.optim.AdamW(parameters, lr=config.lr, weight_decay=config.weight_decay)
 
     # The weight average lives beside the model; validation and best.safetensors use it.
     ema = (
@@ -211,7 +220,7 @@ def _build(
     val_set = SliceDataset(cache_dir, split["val"])
     steps_per_epoch = _steps_per_epoch(cache_dir, len(train_set), config, ctx)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, _lr_lambda(config, steps_per_epoch))
-    return _Training(model, model_kwargs, optimizer, scheduler, ema, train_set, val_set, steps_per_epoch)
+    return _Training(model, model_kwargs, optimizer, scheduler, ema, train_set, val_set, steps_per_epoch, supervision)
 
 
 def _steps_per_epoch(cache_dir: Path, train_slices: int, config: TrainConfig, ctx: DistributedContext) -> int:
@@ -240,6 +249,10 @@ def _restore(run: _Training, last_path: Path, resume: bool, ctx: DistributedCont
             if "ema" not in ckpt:
                 raise BratsegError(f"{last_path}: holds no weight average; this run trained without ema_decay")
             run.ema.load_state_dict(ckpt["ema"])
+        if run.supervision is not None:
+            if "supervision" not in ckpt:
+                raise BratsegError(f"{last_path}: holds no deep supervision heads; this run trained without them")
+            run.supervision.load_state_dict(ckpt["supervision"])
         run.state = ckpt["state"]
         if ctx.is_main:
             print(f"resumed from {last_path} after epoch {run.state['epoch']}", flush=True)
@@ -253,9 +266,11 @@ def _run_epoch(net, run: _Training, loss_fn, val_cases: list[str], config: Train
     state = run.state
     epoch = state["epoch"] + 1
     t0 = time.perf_counter()
+    train_loss_fn = loss_fn if run.supervision is None else functools.partial(run.supervision.loss, loss_fn)
     train_loss = train_epoch(
-        net, run.train_set, run.optimizer, run.scheduler, loss_fn, config, ctx, epoch, run.steps_per_epoch, run.ema
-    )
+        net, run.train_set, run.optimizer, run.scheduler, train_loss_fn, config, ctx, epoch, run.steps_per_epoch,
+        run.ema,
+    )  # fmt: skip
     ctx.sync_buffers(run.model)
     val_loss, dice = validate(run.validated, run.val_set, val_cases, loss_fn, config, ctx)
     score = float(dice.mean()) if dice.size else -train_loss
@@ -284,7 +299,7 @@ def _save_epoch(run_dir: Path, run: _Training, record: dict, improved: bool) -> 
     and its line of progress."""
     if improved:
         write_best(run_dir / "best.safetensors", run.validated)
-    write_checkpoint(run_dir / "last.pt", run.model, run.optimizer, run.scheduler, run.state, run.ema)
+    write_checkpoint(run_dir / "last.pt", run.model, run.optimizer, run.scheduler, run.state, run.ema, run.supervision)
     append_metrics(run_dir / "metrics.jsonl", record)
     plot_learning_curve(run_dir, run.state["history"])
     dice_text = (
