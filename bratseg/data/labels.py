@@ -153,8 +153,13 @@ def region_masks(labels: np.ndarray) -> dict[str, np.ndarray]:
 
 def region_volumes(labels: np.ndarray, spacing: tuple[float, float, float]) -> dict[str, float]:
     """Volume of each region in cm3 (voxel count x voxel volume in mm3 / 1000)."""
+    return volumes_from_counts(np.bincount(labels.ravel(), minlength=5), spacing)
+
+
+def volumes_from_counts(counts: np.ndarray, spacing: tuple[float, float, float]) -> dict[str, float]:
+    """:func:`region_volumes` from the label values' voxel counts (``np.bincount`` of a
+    0/1/2/4 map), for callers that count them anyway."""
     voxel_mm3 = float(np.prod(spacing))
-    counts = np.bincount(labels.ravel(), minlength=5)
     return {
         name: round(float(sum(counts[v] for v in values)) * voxel_mm3 / 1000.0, 3)
         for name, values in REGION_LABELS.items()

@@ -276,16 +276,19 @@ def _measure_component(
 def enhancing_components(labels: np.ndarray) -> tuple[np.ndarray, int]:
     """The enhancing lesions of a 0/1/2/4 label map: 3-D connected components of label 4
     (26-connectivity), numbered from 1, and their count."""
-    enhancing = labels == ENHANCING
     components = np.zeros(labels.shape, dtype=np.int32)
-    # Labelling only the box around the enhancing voxels: a whole 240 x 240 x 155 map costs
-    # several times more, on every prediction (the measurements ride along with each one).
+    in_box, count, box = _components_in_box(labels)
+    components[box] = in_box
+    return components, count
+
+
+def _components_in_box(labels: np.ndarray) -> tuple[np.ndarray, int, tuple[slice, ...]]:
+    """The components in the enhancing voxels' box (a whole map costs several times more)."""
+    enhancing = labels == ENHANCING
     spans = [np.flatnonzero(enhancing.any(axis=tuple(a for a in range(3) if a != axis))) for axis in range(3)]
-    if spans[0].size == 0:
-        return components, 0
-    box = tuple(slice(int(span[0]), int(span[-1]) + 1) for span in spans)
-    components[box], count = ndimage.label(enhancing[box], structure=_CONNECTIVITY)
-    return components, int(count)
+    box = tuple(slice(int(span[0]), int(span[-1]) + 1) if span.size else slice(0, 0) for span in spans)
+    components, count = ndimage.label(enhancing[box], structure=_CONNECTIVITY)
+    return components.astype(np.int32, copy=False), int(count), box
 
 
 def measurable_size_mm(slice_thickness_mm: float) -> float:
@@ -303,7 +306,7 @@ def measure(labels: np.ndarray, affine: np.ndarray) -> Measurement:
     given by ``affine`` (voxel to world, mm). Raises :class:`InvalidCaseError` for anything
     that is not such a label map."""
     from bratseg.data.geometry import geometry_problem, voxel_sizes
-    from bratseg.data.labels import region_volumes
+    from bratseg.data.labels import volumes_from_counts
 
     labels = np.asarray(labels)
     affine = np.asarray(affine, dtype=np.float64)
@@ -318,7 +321,8 @@ def measure(labels: np.ndarray, affine: np.ndarray) -> Measurement:
         if labels.min() < 0 or labels.max() > 255:
             raise InvalidCaseError(None, "label values outside 0/1/2/4 (BraTS 2017-2020 scheme)")
         labels = labels.astype(np.uint8)
-    present = np.flatnonzero(np.bincount(labels.ravel(), minlength=5))
+    counts = np.bincount(labels.ravel(), minlength=5)  # the values' check and the volumes
+    present = np.flatnonzero(counts)
     unexpected = sorted(set(present.tolist()) - {0, 1, 2, 4})
     if unexpected:
         raise InvalidCaseError(None, f"label values {unexpected} are not in the BraTS 2017-2020 scheme [0, 1, 2, 4]")
@@ -327,13 +331,13 @@ def measure(labels: np.ndarray, affine: np.ndarray) -> Measurement:
     _, to_mm, thickness, tilt = _slice_geometry(affine, axis)
     voxel_cm3 = abs(float(np.linalg.det(affine[:3, :3]))) / 1000.0
     min_size = measurable_size_mm(thickness)
-    components, _ = enhancing_components(labels)
+    components, count, within = _components_in_box(labels)
     lesions = []
-    for index, box in enumerate(ndimage.find_objects(components), start=1):
+    for index, box in enumerate(ndimage.find_objects(components) if count else [], start=1):
         if box is None:
             continue
         mask = components[box] == index
-        origin = (box[0].start, box[1].start, box[2].start)
+        origin = tuple(b.start + w.start for b, w in zip(box, within))
         length, perpendicular, slice_index, longest, across, spanned = _measure_component(mask, axis, origin, to_mm)
         measurable = length >= min_size and perpendicular >= min_size and spanned >= MIN_SLICES
         volume = int(mask.sum()) * voxel_cm3
@@ -349,7 +353,7 @@ def measure(labels: np.ndarray, affine: np.ndarray) -> Measurement:
         lesions[i] = replace(lesions[i], target=True)
     spd = float(sum(lesion.product_mm2 for lesion in lesions if lesion.target))
     notes = _notes(lesions, thickness, tilt, min_size)
-    volumes = region_volumes(labels, tuple(float(s) for s in voxel_sizes(affine)))
+    volumes = volumes_from_counts(counts, tuple(float(s) for s in voxel_sizes(affine)))
     return Measurement(spd, lesions, volumes, axis, thickness, notes)
 
 
