@@ -41,9 +41,11 @@ def curve(histories: list[list[dict]], batch_size: int) -> list[dict]:
         (2, 2, 0.6, 0.5)
     """
     rows = []
-    for epoch in range(1, max(len(h) for h in histories) + 1):
+    longest = max(histories, key=len)  # the steps so far, from a fold that reached every epoch
+    steps = 0
+    for epoch in range(1, len(longest) + 1):
         records = [h[epoch - 1] for h in histories if len(h) >= epoch]
-        steps = sum(-(-h[e]["train_slices"] // batch_size) for h in histories[:1] for e in range(epoch) if e < len(h))
+        steps += longest[epoch - 1]["train_slices"] // batch_size
         row = {"epoch": epoch, "steps": steps, "folds": len(records)}
         for region in REGIONS:
             row[region] = statistics.mean(r[f"dice_{region}"] for r in records)
