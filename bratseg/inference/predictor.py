@@ -10,7 +10,8 @@ Example:
     >>> labels.shape, labels.dtype
     ((96, 96, 40), dtype('uint8'))
 
-Speed (BENCHMARKS.md): only slices that hold brain run, cropped to the brain window; BatchNorm
+Speed (BENCHMARKS.md): only slices that hold brain run, each batch of them on the brain's box
+over those slices (brain_box) within the brain window; BatchNorm
 is folded into the convolutions, and a fresh process rebuilds that network with torch alone
 (network_cache); channels-last, bfloat16 where the CPU has native bf16 (AVX-512 BF16 / AMX).
 """
@@ -32,6 +33,7 @@ from bratseg.data.labels import regions_to_labels, to_brats2020
 from bratseg.data.layout import Case, case_from_folder
 from bratseg.errors import ModelLoadError
 from bratseg.inference import guards
+from bratseg.inference.brain_box import DEFAULT_MARGIN, brain_box
 from bratseg.inference.case_signals import CaseSignals
 from bratseg.inference.model_folder import SHIPPED_MODEL, load_model, weights_version
 from bratseg.inference.postprocessing import remove_small_components
@@ -100,6 +102,9 @@ class Segmenter:
         model_dir: the model folder it was loaded from (None for a model built in memory).
         confidence_threshold: the confidence score below which its predictions are flagged,
             calibrated per model on cases it never saw (``bratseg.json``; None: the default).
+        brain_box_margin: each batch of slices runs on the brain's box over those slices with
+            this margin of background (voxels; :mod:`bratseg.inference.brain_box`); None runs
+            the whole window.
     """
 
     def __init__(
@@ -114,6 +119,7 @@ class Segmenter:
         min_component_fraction: float = DEFAULT_SETTINGS.min_component_fraction,
         model_dir: str | Path | None = None,
         confidence_threshold: float | None = None,
+        brain_box_margin: int | None = DEFAULT_MARGIN,
     ):
         if precision not in ("auto", "bf16", "fp32"):
             raise ValueError(f"precision must be auto, bf16 or fp32, not {precision!r}")
@@ -128,6 +134,7 @@ class Segmenter:
         self.min_component_fraction = min_component_fraction
         self.model_dir = None if model_dir is None else Path(model_dir)
         self.confidence_threshold = confidence_threshold
+        self.brain_box_margin = brain_box_margin
 
     @classmethod
     def from_pretrained(
@@ -280,17 +287,23 @@ class Segmenter:
         """Region probabilities ``[n, 3, H, W]`` (float32, CPU) of the prepared slices."""
         t0 = time.perf_counter()
         window = tuple(prepared.slices.shape[2:])
-        out = torch.empty((len(prepared.slice_index), 3, *window), dtype=torch.float32)
         resize = self.preprocessing.resize
+        cropping = resize is None and self.brain_box_margin is not None
+        # Outside the brain box the probabilities stay zero, as finish() sets them anyway.
+        out = (torch.zeros if cropping else torch.empty)((len(prepared.slice_index), 3, *window), dtype=torch.float32)
+        brain = prepared.prepared.brain
         for batch in self._batches(np.arange(len(prepared.slice_index))):
             lo, hi = int(batch[0]), int(batch[-1]) + 1
-            x = prepared.slices[lo:hi].to(self.device, non_blocking=True)
+            box = (slice(None), slice(None))
+            if cropping:
+                box = brain_box(brain[..., prepared.slice_index[lo:hi]], margin=self.brain_box_margin) or box
+            x = prepared.slices[lo:hi, :, box[0], box[1]].to(self.device, non_blocking=True)
             if resize is not None:
                 x = resize_slices(x, resize)
             p = self._forward(x)
             if resize is not None:
                 p = resize_slices(p, window)
-            out[lo:hi] = p.float().cpu()
+            out[lo:hi, :, box[0], box[1]] = p.float().cpu()
         return NetworkOutput(out, time.perf_counter() - t0)
 
     def finish(self, prepared: PreparedInput, network: NetworkOutput) -> Prediction:
