@@ -96,3 +96,38 @@ def tiny_cache(synthetic_root: Path, tmp_path_factory) -> Path:
     if not (out / "split.json").exists():
         build_cache(synthetic_root, out, PreprocessingConfig(crop_size=(64, 64)), workers=1, progress=False)
     return out
+
+
+# Two short epochs of a tiny network: teachers whose probabilities are not all near 0.5.
+TINY_TRAINING = dict(
+    epochs=2, batch_size=8, max_train_batches=4, num_workers=0, augment=False, modality_dropout=0.0, threads=1
+)
+
+
+@pytest.fixture(scope="session")
+def tiny_teachers(tiny_cache: Path, tmp_path_factory) -> list[Path]:
+    """Two teachers of fold 0 (of 2) of the tiny cache, each trained on one inner fold of its
+    training cases (float32 model folders)."""
+    from bratseg.training.config import TrainConfig
+    from bratseg.training.export import export_run
+    from bratseg.training.trainer import train
+
+    root = tmp_path_factory.mktemp("teachers")
+    folders = []
+    for inner in range(2):
+        config = TrainConfig(**TINY_TRAINING, fold=0, num_folds=2, inner_fold=inner, inner_num_folds=2, seed=inner)
+        run = train(tiny_cache, root / f"inner_{inner}", config)
+        folders.append(export_run(run, root / f"model_{inner}", dtype="float32", checkpoint="last"))
+    return folders
+
+
+@pytest.fixture(scope="session")
+def tiny_soft_targets(tiny_cache: Path, tiny_teachers: list[Path], tmp_path_factory) -> Path:
+    """Teacher probabilities of ``tiny_teachers`` for the training cases of fold 0 (of 2)."""
+    from bratseg.inference.teacher import write_soft_targets
+    from bratseg.training.config import TrainConfig
+    from bratseg.training.trainer import load_split
+
+    cases = load_split(tiny_cache, TrainConfig(fold=0, num_folds=2))["train"]
+    out = tmp_path_factory.mktemp("soft") / "fold_0.npy"
+    return write_soft_targets(tiny_cache, tiny_teachers, out, cases=cases, progress=False)

@@ -29,7 +29,7 @@ from bratseg.errors import BratsegError
 # Every command, in the order of `bratseg --help`. Each module is imported when the parser is
 # built and must stay light (no torch import at module level) so that `bratseg --help` is quick.
 COMMANDS: tuple[str, ...] = (
-    "cache", "train", "export", "predict", "evaluate", "report", "serve", "measure", "followup",
+    "cache", "soft-targets", "train", "export", "predict", "evaluate", "report", "serve", "measure", "followup",
 )  # fmt: skip
 
 
@@ -37,7 +37,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="bratseg", description=__doc__.split("\n\n")[0])
     sub = parser.add_subparsers(dest="command", required=True)
     for name in COMMANDS:
-        importlib.import_module(f"bratseg.cli.{name}").add_parser(sub)
+        importlib.import_module(f"bratseg.cli.{name.replace('-', '_')}").add_parser(sub)
     return parser
 
 

@@ -28,6 +28,12 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
     p.add_argument("--fold", type=int, help="train this cross-validation fold (0-based) instead of the cache's split")
     p.add_argument("--num-folds", type=int, help="folds of the cross-validation (default 5)")
     p.add_argument(
+        "--inner-fold",
+        type=int,
+        help="with --fold: train this fold of a cross-validation over that fold's training cases (nested)",
+    )
+    p.add_argument("--inner-num-folds", type=int, help="folds of the nested cross-validation (default 3)")
+    p.add_argument(
         "--all-cases",
         action="store_true",
         help="train on every case of the cache, none held out (to ship a configuration chosen by cross-validation)",
@@ -43,14 +49,25 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
 
 
 def run_train(args: argparse.Namespace) -> None:
+    from bratseg.errors import BratsegError
     from bratseg.model.hub import resolve_model
-    from bratseg.training.config import TrainConfig
     from bratseg.training.trainer import train
 
     # A Hub id becomes its folder in the Hugging Face cache, before any training starts.
     init_weights = resolve_model(args.init_weights) if args.init_weights else None
 
-    config = TrainConfig.from_json(
+    try:
+        config = _config(args, init_weights)
+    except ValueError as exc:  # an option out of range, or unknown in the JSON: no traceback
+        raise BratsegError(f"training options: {exc}") from None
+    run = train(args.cache, args.out, config, resume=args.resume)
+    print(f"run written to {run}; model folder {run / 'model'}")
+
+
+def _config(args: argparse.Namespace, init_weights: Path | None):
+    from bratseg.training.config import TrainConfig
+
+    return TrainConfig.from_json(
         args.config,
         epochs=args.epochs,
         encoder=args.encoder,
@@ -63,7 +80,7 @@ def run_train(args: argparse.Namespace) -> None:
         init_weights=init_weights and str(init_weights),
         fold=args.fold,
         num_folds=args.num_folds,
+        inner_fold=args.inner_fold,
+        inner_num_folds=args.inner_num_folds,
         all_cases=args.all_cases or None,
     )
-    run = train(args.cache, args.out, config, resume=args.resume)
-    print(f"run written to {run}; model folder {run / 'model'}")

@@ -306,6 +306,13 @@ class Segmenter:
             out[lo:hi, :, box[0], box[1]] = p.float().cpu()
         return NetworkOutput(out, time.perf_counter() - t0)
 
+    @torch.inference_mode()
+    def slice_probabilities(self, slices: torch.Tensor) -> torch.Tensor:
+        """Region probabilities ``[n, 3, H, W]`` (float32, CPU) of model-ready slices
+        ``[n, C, H, W]`` (a slice cache's rows), in one forward pass: what teachers give a
+        distilled student (:mod:`bratseg.inference.teacher`)."""
+        return self._forward(slices.to(self.device)).float().cpu()
+
     def finish(self, prepared: PreparedInput, network: NetworkOutput) -> Prediction:
         """Labels, post-processing and probabilities on the input's grid, and the result checks
         (:func:`guards.check_result`)."""

@@ -33,6 +33,9 @@ class TrainConfig:
         fold: train one fold of a ``num_folds``-fold cross-validation over all the cache's
             cases (``bratseg.preprocessing.cache.fold_split``) instead of the cache's own
             train/validation split; ``None`` uses that split.
+        inner_fold: with ``fold``, train one fold of an ``inner_num_folds``-fold
+            cross-validation over that fold's training cases only (nested cross-validation:
+            the teachers of a distilled student must not see the student's validation cases).
         all_cases: train on every case of the cache with no validation cases (nnU-Net's
             fold "all", how a configuration chosen by cross-validation is trained to ship);
             without validation Dice the best epoch is the one of lowest training loss.
@@ -47,6 +50,10 @@ class TrainConfig:
         deep_supervision: decoder stages before the last that get a training-only output head
             scored against the downsampled target (nnU-Net's deep supervision,
             :mod:`bratseg.training.deep_supervision`); 0 turns it off.
+        soft_targets: a ``bratseg soft-targets`` file of teacher probabilities for the cache's
+            slices (knowledge distillation); empty: none.
+        soft_target_weight: the training target is ``(1 - w) * expert regions + w * teacher
+            probabilities``; the validation target stays the expert label.
         ema_decay: keep an exponential moving average of the weights with this decay
             (``torch.optim.swa_utils``); validation, ``best.safetensors`` and the exported
             model use the averaged weights, ``last.pt`` keeps both. 0 turns it off.
@@ -72,9 +79,13 @@ class TrainConfig:
     region_loss_weights: list[float] = field(default_factory=list)
     deep_supervision: int = 0
     ema_decay: float = 0.0
+    soft_targets: str = ""
+    soft_target_weight: float = 0.5
     init_weights: str = ""
     fold: int | None = None
     num_folds: int = 5
+    inner_fold: int | None = None
+    inner_num_folds: int = 3
     all_cases: bool = False
     amp: Literal["auto", "off"] = "auto"
     num_workers: int = 1
@@ -87,6 +98,10 @@ class TrainConfig:
             raise ValueError(f"target {self.target!r}: bratseg trains 'regions' models only (sigmoid WT, TC, ET)")
         if self.region_loss_weights and len(self.region_loss_weights) != 3:
             raise ValueError(f"region_loss_weights {self.region_loss_weights}: give three weights (WT, TC, ET)")
+        if not 0 < self.soft_target_weight <= 1:
+            raise ValueError(f"soft_target_weight {self.soft_target_weight}: must be in (0, 1]")
+        if self.inner_fold is not None and self.fold is None:
+            raise ValueError("inner_fold splits the training cases of a fold: give fold too")
 
     @classmethod
     def from_json(cls, path: str | Path, **overrides) -> TrainConfig:

@@ -22,16 +22,20 @@ from torch.utils.data import Dataset
 from bratseg.data.labels import labels_to_regions
 from bratseg.preprocessing.cache import read_manifest
 from bratseg.preprocessing.config import PreprocessingConfig
+from bratseg.preprocessing.soft_targets import check_soft_targets
 
 
-def training_augmentation(intensity: bool = False) -> Compose:
+def training_augmentation(intensity: bool = False, soft_targets: bool = False) -> Compose:
     """Flips, small rotations and scaling, intensity scale and shift (MONAI transforms).
 
     ``intensity`` adds nnU-Net's defences against scanner differences, with about its default
     probabilities: Gaussian noise, Gaussian blur, a simulated lower resolution (older scans,
     such as BraTS's 2013 collection, were acquired thicker and resampled) and gamma.
+    ``soft_targets`` moves a ``soft`` map (teacher probabilities) with the image, resampled
+    bilinearly as the image is (the label is resampled by nearest neighbour).
     """
-    keys = ["image", "label"]
+    keys = ["image", "label", "soft"] if soft_targets else ["image", "label"]
+    modes = ("bilinear", "nearest", "bilinear") if soft_targets else ("bilinear", "nearest")
     extra = (
         [
             RandGaussianNoised("image", prob=0.1, std=0.1),
@@ -51,7 +55,7 @@ def training_augmentation(intensity: bool = False) -> Compose:
                 prob=0.5,
                 rotate_range=np.deg2rad(15),
                 scale_range=0.1,
-                mode=("bilinear", "nearest"),
+                mode=modes,
                 padding_mode="zeros",
             ),
             RandScaleIntensityd("image", factors=0.1, prob=0.5, channel_wise=True),
@@ -76,6 +80,8 @@ class SliceDataset(Dataset):
         intensity_augment: bool = False,
         patch_size: tuple[int, int] | list[int] | None = None,
         foreground_fraction: float = 0.33,
+        soft_targets: str | Path | None = None,
+        soft_target_weight: float = 0.5,
     ):
         self.cache_dir = Path(cache_dir)
         self.config = PreprocessingConfig.from_json(self.cache_dir / "preprocessing.json")
@@ -83,7 +89,11 @@ class SliceDataset(Dataset):
         rows = [r for r in read_manifest(self.cache_dir) if r["case"] in wanted]
         self.indices = np.array([r["index"] for r in rows], dtype=np.int64)
         self.case_of = [r["case"] for r in rows]
-        self.transform = training_augmentation(intensity_augment) if augment else None
+        self.soft_targets = None if soft_targets is None else Path(soft_targets)
+        self.soft_target_weight = soft_target_weight
+        if self.soft_targets is not None:
+            check_soft_targets(self.soft_targets, self.cache_dir, sorted(wanted))
+        self.transform = training_augmentation(intensity_augment, self.soft_targets is not None) if augment else None
         self.modality_dropout = modality_dropout
         self.patch_size = tuple(patch_size) if patch_size else None
         if self.patch_size and (
@@ -96,7 +106,7 @@ class SliceDataset(Dataset):
         # Channels zeroed by modality dropout: every optional one (all but FLAIR and T1ce).
         self.optional = [i for i, m in enumerate(self.config.channels) if m not in ("flair", "t1ce")]
         self.rng = np.random.default_rng(0)
-        self._images = self._labels = None
+        self._images = self._labels = self._soft = None
 
     def reseed(self, seed: int) -> None:
         """Seed every random choice of this dataset (augmentation and dropout)."""
@@ -111,25 +121,36 @@ class SliceDataset(Dataset):
         if self._images is None:
             self._images = np.load(self.cache_dir / "images.npy", mmap_mode="r")
             self._labels = np.load(self.cache_dir / "labels.npy", mmap_mode="r")
+            if self.soft_targets is not None:
+                self._soft = np.load(self.soft_targets, mmap_mode="r")
         idx = self.indices[i]
         image = np.asarray(self._images[idx], dtype=np.float32)  # float16 -> float32: a copy
         # A copy too: a view of the read-only memory map would reach MONAI's transforms as a
         # tensor over read-only memory (PyTorch warns; any in-place write would be undefined).
         label = np.array(self._labels[idx])[None]
+        sample = {"image": image, "label": label}
+        if self._soft is not None:
+            sample["soft"] = np.asarray(self._soft[idx], dtype=np.float32)
         if self.transform is not None:
-            out = self.transform({"image": image, "label": label})
-            image = np.asarray(out["image"], dtype=np.float32)
-            label = np.asarray(out["label"]).astype(np.uint8)
+            out = self.transform(sample)
+            sample = {key: np.asarray(value, dtype=np.float32) for key, value in out.items()}
+            sample["label"] = sample["label"].astype(np.uint8)
         if self.patch_size is not None:
-            image, label = self._crop(image, label)
+            sample = self._crop(sample)
+        image = sample["image"]
         if self.optional and self.modality_dropout and self.rng.random() < self.modality_dropout:
             image[self.optional] = 0
-        target = torch.from_numpy(labels_to_regions(label[0]).astype(np.float32))
-        return torch.from_numpy(image), target
+        target = labels_to_regions(sample["label"][0]).astype(np.float32)
+        if "soft" in sample:
+            w = self.soft_target_weight
+            target = (1 - w) * target + w * np.clip(sample["soft"], 0, 1)
+        return torch.from_numpy(image), torch.from_numpy(np.ascontiguousarray(target, dtype=np.float32))
 
-    def _crop(self, image: np.ndarray, label: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """A ``patch_size`` window of the (augmented) slice: centred on a random tumour voxel
-        with probability ``foreground_fraction`` when the slice has tumour, else anywhere."""
+    def _crop(self, sample: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        """A ``patch_size`` window of the (augmented) slice and of everything that goes with it:
+        centred on a random tumour voxel with probability ``foreground_fraction`` when the slice
+        has tumour, else anywhere."""
+        label = sample["label"]
         ph, pw = self.patch_size
         h, w = label.shape[-2:]
         tumour = np.flatnonzero(label[0]) if self.rng.random() < self.foreground_fraction else np.empty(0)
@@ -140,7 +161,7 @@ class SliceDataset(Dataset):
         else:
             top, left = int(self.rng.integers(h - ph + 1)), int(self.rng.integers(w - pw + 1))
         window = (slice(None), slice(top, top + ph), slice(left, left + pw))
-        return np.ascontiguousarray(image[window]), np.ascontiguousarray(label[window])
+        return {key: np.ascontiguousarray(value[window]) for key, value in sample.items()}
 
 
 def seed_worker(worker_id: int) -> None:

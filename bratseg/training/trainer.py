@@ -55,8 +55,9 @@ __all__ = ["DistributedContext", "epoch_seed", "load_split", "process_group_back
 
 def load_split(cache_dir: Path, config: TrainConfig) -> dict:
     """The cases a run trains and validates on: the cache's split, a cross-validation fold of
-    all its cases (shuffled with the split's seed) when ``config.fold`` is set, or every case
-    with none to validate on with ``config.all_cases``."""
+    all its cases (shuffled with the split's seed) when ``config.fold`` is set, a fold of that
+    fold's training cases with ``config.inner_fold`` (nested), or every case with none to
+    validate on with ``config.all_cases``."""
     path = cache_dir / "split.json"
     if not path.exists():
         raise CacheError(f"{path}: missing; build the cache with `bratseg cache` first")
@@ -67,8 +68,13 @@ def load_split(cache_dir: Path, config: TrainConfig) -> dict:
         return {"train": sorted(split["train"] + split["val"]), "val": [], "seed": split.get("seed", 0)}
     if config.fold is None:
         return split
+    seed = split.get("seed", 0)
     try:
-        return fold_split(split["train"] + split["val"], config.num_folds, config.fold, split.get("seed", 0))
+        outer = fold_split(split["train"] + split["val"], config.num_folds, config.fold, seed)
+        if getattr(config, "inner_fold", None) is None:
+            return outer
+        inner = fold_split(outer["train"], config.inner_num_folds, config.inner_fold, seed)
+        return {**inner, "outer_fold": config.fold, "outer_num_folds": config.num_folds}
     except ValueError as exc:
         raise CacheError(f"{path}: {exc}") from None
 
@@ -216,6 +222,8 @@ def _build(
         config.intensity_augment,
         patch_size=config.patch_size or None,
         foreground_fraction=config.foreground_fraction,
+        soft_targets=config.soft_targets or None,
+        soft_target_weight=config.soft_target_weight,
     )
     val_set = SliceDataset(cache_dir, split["val"])
     steps_per_epoch = _steps_per_epoch(cache_dir, len(train_set), config, ctx)

@@ -1,0 +1,87 @@
+"""Teacher probabilities for a slice cache: the mean region probabilities of several models
+(an ensemble) on the cache's slices, the soft targets a distilled student trains on.
+
+The slices of a cache are already the network's input (normalised, cropped to the window,
+context slices stacked), so the teachers run on them directly; they must have been trained on
+input prepared as the cache's (``preprocessing.json``). The file format and its checks are in
+:mod:`bratseg.preprocessing.soft_targets`.
+
+For a cross-validation figure the teachers of a fold's student must not have seen that fold's
+validation cases: nested folds (``bratseg train --fold K --inner-fold J``) give them.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+import torch
+from tqdm import tqdm
+
+from bratseg.data.io import atomic_write_bytes
+from bratseg.errors import CacheError, ModelLoadError
+from bratseg.inference.model_folder import weights_version
+from bratseg.inference.predictor import Segmenter
+from bratseg.preprocessing.cache import read_manifest
+from bratseg.preprocessing.config import PreprocessingConfig
+from bratseg.preprocessing.soft_targets import REGION_CHANNELS, description_path, manifest_digest
+
+# Rows per forward pass, and per write.
+BATCH_ROWS = 16
+
+
+def write_soft_targets(
+    cache_dir: str | Path,
+    teachers: Sequence[str | Path],
+    out: str | Path,
+    cases: Sequence[str] | None = None,
+    batch_rows: int = BATCH_ROWS,
+    progress: bool = True,
+) -> Path:
+    """Write ``out`` (``.npy``) and its description: the teachers' mean region probabilities
+    for the rows of ``cases`` (default: every case of the cache), NaN elsewhere. Returns
+    ``out``; both files appear only once complete."""
+    cache_dir, out = Path(cache_dir), Path(out)
+    if out.suffix != ".npy":
+        raise CacheError(f"{out}: soft targets are written as a .npy file")
+    if not teachers:
+        raise ModelLoadError("soft targets need at least one teacher model folder")
+    cache_prep = PreprocessingConfig.from_json(cache_dir / "preprocessing.json")
+    members = [Segmenter.from_pretrained(t, flip_tta=False, brain_box_margin=None) for t in teachers]
+    for folder, member in zip(teachers, members):
+        if member.preprocessing != cache_prep:
+            raise ModelLoadError(f"{folder}: prepares its input differently from the cache {cache_dir}")
+    rows = read_manifest(cache_dir)
+    known = {r["case"] for r in rows}
+    wanted = sorted(known if cases is None else set(cases))
+    unknown = sorted(set(wanted) - known)
+    if unknown:
+        raise CacheError(f"{cache_dir}: has no slices of {len(unknown)} case(s), e.g. {unknown[0]}")
+    chosen = np.array([r["index"] for r in rows if r["case"] in set(wanted)], dtype=np.int64)
+    images = np.load(cache_dir / "images.npy", mmap_mode="r")
+    shape = (images.shape[0], REGION_CHANNELS, *images.shape[2:])
+
+    def write(tmp: Path) -> None:
+        soft = np.lib.format.open_memmap(tmp, "w+", np.float16, shape)
+        for start in range(0, shape[0], 256):
+            soft[start : start + 256] = np.nan
+        batches = [chosen[i : i + batch_rows] for i in range(0, len(chosen), batch_rows)]
+        for batch in tqdm(batches, desc="soft targets", unit="batch", disable=not progress):
+            x = torch.from_numpy(np.asarray(images[batch], dtype=np.float32))
+            mean = sum(member.slice_probabilities(x) for member in members) / len(members)
+            soft[batch] = mean.numpy().astype(np.float16)
+        soft.flush()
+        del soft
+
+    atomic_write_bytes(out, write)
+    description = {
+        "cache": manifest_digest(cache_dir),
+        "rows": shape[0],
+        "cases": wanted,
+        "teachers": [{"model": str(t), "version": weights_version(t)} for t in teachers],
+    }
+    text = json.dumps(description, indent=1) + "\n"
+    atomic_write_bytes(description_path(out), lambda tmp: tmp.write_text(text))
+    return out
