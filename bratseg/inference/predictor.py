@@ -123,6 +123,8 @@ class Segmenter:
     ):
         if precision not in ("auto", "bf16", "fp32"):
             raise ValueError(f"precision must be auto, bf16 or fp32, not {precision!r}")
+        if brain_box_margin is not None and (not isinstance(brain_box_margin, int) or brain_box_margin < 0):
+            raise ValueError(f"brain_box_margin must be None or a number of voxels >= 0, not {brain_box_margin!r}")
         if threads is not None:
             torch.set_num_threads(threads)
         self.device = parse_device(device)
