@@ -59,7 +59,8 @@ def write_soft_targets(
     unknown = sorted(set(wanted) - known)
     if unknown:
         raise CacheError(f"{cache_dir}: has no slices of {len(unknown)} case(s), e.g. {unknown[0]}")
-    chosen = np.array([r["index"] for r in rows if r["case"] in set(wanted)], dtype=np.int64)
+    chosen_cases = set(wanted)
+    chosen = np.array([r["index"] for r in rows if r["case"] in chosen_cases], dtype=np.int64)
     images = np.load(cache_dir / "images.npy", mmap_mode="r")
     shape = (images.shape[0], REGION_CHANNELS, *images.shape[2:])
 
