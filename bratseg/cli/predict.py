@@ -199,11 +199,14 @@ class _Printer(Progress):
         if self.bar is not None:
             self.bar.write(self.prefix + line, file=stream)
         else:
-            print(self.prefix + line, file=stream, flush=True)
+            # One write with its newline: torchrun's processes share the stream, and print()'s
+            # separate newline lets another rank's line land in the middle of this one.
+            stream.write(f"{self.prefix}{line}\n")
+            stream.flush()
 
     def skipped(self, job: Job) -> None:
         if self.show:
-            print(f"{self.prefix}{job.name}: skipped: {job.target} is already predicted (--overwrite to redo)")
+            self.say(f"{job.name}: skipped: {job.target} is already predicted (--overwrite to redo)")
 
     def starting(self, pending: int) -> None:
         if self.folder_mode and self.show and not self.distributed:

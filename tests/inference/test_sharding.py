@@ -20,6 +20,7 @@ from bratseg.inference.sharding import shard
 from bratseg.synthetic import write_synthetic_dataset
 
 N_CASES = 5
+N_KILLED_RUN_CASES = 14
 
 
 @pytest.mark.parametrize("world_size", [1, 2, 3, 7])
@@ -89,32 +90,46 @@ def _label_maps(folder: Path) -> list[Path]:
     return sorted(p for p in folder.glob("*.nii.gz") if not p.name.startswith("."))
 
 
-def _worker_pids(parent: int) -> list[int]:
-    """The processes torchrun started (its children)."""
+def _worker_pids(parent: int) -> dict[int, int]:
+    """The processes torchrun started (its children), by the rank torchrun gave each."""
     children = Path(f"/proc/{parent}/task/{parent}/children").read_text().split()
-    return [int(c) for c in children]
+    ranks = {}
+    for pid in map(int, children):
+        environ = Path(f"/proc/{pid}/environ").read_bytes().split(b"\0")
+        ranks[int(next(v for v in environ if v.startswith(b"RANK="))[5:])] = pid
+    return ranks
+
+
+@pytest.fixture(scope="module")
+def many_cases(tmp_path_factory) -> Path:
+    """Enough cases that each rank is still busy, seconds after the first label map, when
+    the test kills one (5 left a loaded machine no time to do it)."""
+    root = tmp_path_factory.mktemp("dist_many") / "data"
+    write_synthetic_dataset(root, N_KILLED_RUN_CASES, shape=(64, 64, 24))
+    return root
 
 
 @pytest.mark.slow
-def test_rank_killed_midway_then_rerun_completes(cases, tmp_path):
+def test_rank_killed_midway_then_rerun_completes(many_cases, tmp_path):
     out = tmp_path / "out"
-    run = subprocess.Popen(_torchrun(cases, out), env=_ENV, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    run = subprocess.Popen(_torchrun(many_cases, out), env=_ENV, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
     deadline = time.monotonic() + 600
     while not _label_maps(out) and run.poll() is None and time.monotonic() < deadline:
         time.sleep(0.05)
     workers = _worker_pids(run.pid)
-    assert len(workers) == 2 and run.poll() is None, "the job ended before a rank could be killed"
+    assert sorted(workers) == [0, 1] and run.poll() is None, "the job ended before a rank could be killed"
     os.kill(workers[1], signal.SIGKILL)
     run.communicate(timeout=300)
     assert run.returncode != 0  # torchrun reports the lost rank
     before = {p.name: p.stat().st_mtime_ns for p in _label_maps(out)}
-    assert len(before) < N_CASES
+    n = N_KILLED_RUN_CASES
+    assert len(before) < n
 
-    rerun = subprocess.run(_torchrun(cases, out), env=_ENV, capture_output=True, text=True, timeout=600)
+    rerun = subprocess.run(_torchrun(many_cases, out), env=_ENV, capture_output=True, text=True, timeout=600)
     assert rerun.returncode == 0, rerun.stdout[-2000:] + rerun.stderr[-2000:]
-    assert [p.name for p in _label_maps(out)] == [f"SYNTHETIC_{i:03d}.nii.gz" for i in range(N_CASES)]
+    assert [p.name for p in _label_maps(out)] == [f"SYNTHETIC_{i:03d}.nii.gz" for i in range(n)]
     for name, stamp in before.items():
         assert (out / name).stat().st_mtime_ns == stamp, f"{name} was redone"
-    assert f"{N_CASES} cases: {N_CASES - len(before)} written, {len(before)} skipped" in rerun.stdout
+    assert f"{n} cases: {n - len(before)} written, {len(before)} skipped" in rerun.stdout
     with open(out / "volumes.csv", newline="") as fh:
-        assert len(list(csv.DictReader(fh))) == N_CASES
+        assert len(list(csv.DictReader(fh))) == n
