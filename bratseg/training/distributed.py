@@ -57,6 +57,23 @@ class DistributedContext:
                 dist.all_reduce(tensor)
         return tensor
 
+    def average_gradients(self, module: torch.nn.Module) -> None:
+        """Average the gradients of ``module``'s parameters over the ranks, as DDP does for the
+        network it wraps: for parameters that live outside it (the deep supervision heads).
+        Called after ``backward()``, in the same order on every rank."""
+        if self.distributed:
+            for param in module.parameters():
+                if param.grad is None:
+                    param.grad = torch.zeros_like(param)
+                self.all_reduce(param.grad).div_(self.world_size)
+
+    def broadcast_parameters(self, module: torch.nn.Module) -> None:
+        """Give every rank rank 0's parameters and buffers of ``module`` (DDP does this for the
+        network it wraps when it is built)."""
+        if self.distributed:
+            for tensor in module.state_dict().values():
+                dist.broadcast(tensor, 0)
+
     def sync_buffers(self, model: torch.nn.Module) -> None:
         """Give every rank rank 0's buffers (BatchNorm running statistics).
 

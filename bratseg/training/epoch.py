@@ -44,9 +44,10 @@ def dice_from_stats(stats: torch.Tensor) -> np.ndarray:
     return dice.numpy()
 
 
-def train_epoch(net, dataset, optimizer, scheduler, loss_fn, config, ctx, epoch, steps, ema=None) -> float:
+def train_epoch(net, dataset, optimizer, scheduler, loss_fn, config, ctx, epoch, steps, ema=None, heads=None) -> float:
     """One pass over ``steps`` batches of the epoch's shuffle (seeded by :func:`epoch_seed`);
-    the mean training loss over every rank."""
+    the mean training loss over every rank. ``heads``: trained parameters outside ``net``
+    (deep supervision), whose gradients are averaged over the ranks here."""
     net.train()
     seed = epoch_seed(config.seed, epoch, ctx.rank)
     generator = torch.Generator().manual_seed(seed)
@@ -82,6 +83,8 @@ def train_epoch(net, dataset, optimizer, scheduler, loss_fn, config, ctx, epoch,
         loss = loss_fn(logits.float(), target)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
+        if heads is not None:
+            ctx.average_gradients(heads)
         optimizer.step()
         scheduler.step()
         if ema is not None:

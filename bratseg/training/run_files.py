@@ -158,12 +158,15 @@ def state_dict_sha256(model: torch.nn.Module) -> str:
     return h.hexdigest()
 
 
-def write_rank_digest(run_dir: Path, model, ctx: DistributedContext) -> None:
-    """Each rank records a digest of its final weights: DDP keeps them identical."""
+def write_rank_digest(run_dir: Path, model, ctx: DistributedContext, heads=None) -> None:
+    """Each rank records a digest of its final weights (and of its deep supervision heads):
+    DDP, and the trainer for the heads, keep them identical."""
     digest = {
         "rank": ctx.rank,
         "world_size": ctx.world_size,
         "backend": dist.get_backend() if dist.is_initialized() else None,
         "sha256": state_dict_sha256(model),
     }
+    if heads is not None:
+        digest["heads_sha256"] = state_dict_sha256(heads)
     atomic_write_bytes(run_dir / f"rank{ctx.rank}_digest.json", lambda p: p.write_text(json.dumps(digest) + "\n"))

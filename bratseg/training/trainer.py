@@ -144,7 +144,7 @@ def _train(cache_dir: Path, run_dir: Path, config: TrainConfig, resume: bool, ct
             _save_epoch(run_dir, run, record, improved)
         ctx.barrier()
     if ctx.distributed:
-        write_rank_digest(run_dir, run.model, ctx)
+        write_rank_digest(run_dir, run.model, ctx, run.supervision)
     if ctx.is_main:
         if run.state["bad_epochs"] >= config.patience:
             print(f"early stopping: no better validation Dice for {config.patience} epochs")
@@ -202,9 +202,10 @@ def _build(
     model = model.to(ctx.device, memory_format=torch.channels_last)
     supervision = None
     if config.deep_supervision:
-        if ctx.distributed:
-            raise BratsegError("deep_supervision: not available under torchrun yet (its heads are outside DDP)")
+        # Outside DDP (the exported network has no head): the ranks start from rank 0's heads
+        # and train_epoch averages their gradients itself.
         supervision = DeepSupervision(model, config.deep_supervision).to(ctx.device)
+        ctx.broadcast_parameters(supervision)
     parameters = list(model.parameters()) + (list(supervision.parameters()) if supervision is not None else [])
     optimizer = torch.optim.AdamW(parameters, lr=config.lr, weight_decay=config.weight_decay)
 
@@ -277,7 +278,7 @@ def _run_epoch(net, run: _Training, loss_fn, val_cases: list[str], config: Train
     train_loss_fn = loss_fn if run.supervision is None else functools.partial(run.supervision.loss, loss_fn)
     train_loss = train_epoch(
         net, run.train_set, run.optimizer, run.scheduler, train_loss_fn, config, ctx, epoch, run.steps_per_epoch,
-        run.ema,
+        run.ema, run.supervision,
     )  # fmt: skip
     ctx.sync_buffers(run.model)
     val_loss, dice = validate(run.validated, run.val_set, val_cases, loss_fn, config, ctx)

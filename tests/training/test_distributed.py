@@ -19,6 +19,7 @@ import torch
 from safetensors.torch import load_file
 
 from bratseg.model.unet import build_unet
+from bratseg.training.run_files import load_checkpoint
 from bratseg.training.trainer import DistributedContext, process_group_backend, state_dict_sha256
 
 
@@ -28,15 +29,20 @@ def torchrun() -> list[str]:
     return [str(exe)] if exe.exists() else [sys.executable, "-m", "torch.distributed.run"]
 
 
-def test_two_cpu_processes_end_with_identical_weights(tiny_cache: Path, tmp_path: Path):
-    run = tmp_path / "run"
+def _train_two_ranks(cache: Path, run: Path, *options: str) -> subprocess.CompletedProcess:
     cmd = [*torchrun(), "--standalone", "--nproc_per_node", "2", "-m", "bratseg.cli", "train"]
-    cmd += ["--cache", str(tiny_cache), "--out", str(run), "--epochs", "1", "--batch-size", "4"]
-    cmd += ["--max-train-batches", "2", "--num-workers", "0", "--threads", "1"]
+    cmd += ["--cache", str(cache), "--out", str(run), "--epochs", "1", "--batch-size", "4"]
+    cmd += ["--max-train-batches", "2", "--num-workers", "0", "--threads", "1", *options]
     # One thread per rank: two ranks on two cores; CUDA hidden so the ranks take the CPU path.
     env = dict(os.environ, OMP_NUM_THREADS="1", CUDA_VISIBLE_DEVICES="")
     done = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr[-3000:]
+    return done
+
+
+def test_two_cpu_processes_end_with_identical_weights(tiny_cache: Path, tmp_path: Path):
+    run = tmp_path / "run"
+    done = _train_two_ranks(tiny_cache, run)
 
     digests = [json.loads((run / f"rank{r}_digest.json").read_text()) for r in (0, 1)]
     assert [d["rank"] for d in digests] == [0, 1]
@@ -55,6 +61,20 @@ def test_two_cpu_processes_end_with_identical_weights(tiny_cache: Path, tmp_path
     assert state_dict_sha256(model) == digests[0]["sha256"]
     assert (run / "model" / "model.safetensors").is_file()
     assert "run written to" in done.stdout
+
+
+def test_deep_supervision_heads_stay_identical_across_ranks(tiny_cache: Path, tmp_path: Path):
+    """The heads live outside DDP: without the trainer's own gradient averaging each rank
+    would train them on its own batches alone and end with different heads."""
+    config = tmp_path / "ds.json"
+    config.write_text(json.dumps({"deep_supervision": 2}))
+    run = tmp_path / "run"
+    _train_two_ranks(tiny_cache, run, "--config", str(config))
+    digests = [json.loads((run / f"rank{r}_digest.json").read_text()) for r in (0, 1)]
+    assert digests[0]["heads_sha256"] == digests[1]["heads_sha256"], "the ranks ended with different heads"
+    assert digests[0]["sha256"] == digests[1]["sha256"]
+    heads = load_checkpoint(run / "last.pt")["supervision"]
+    assert len([k for k in heads if k.endswith(".weight")]) == 2
 
 
 def test_backend_follows_the_device():
