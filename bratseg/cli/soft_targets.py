@@ -41,7 +41,9 @@ def run_soft_targets(args: argparse.Namespace) -> None:
             cases = fold_split(split["train"] + split["val"], args.num_folds, args.fold, split.get("seed", 0))["train"]
         except FileNotFoundError:
             raise CacheError(f"{path}: missing; build the cache with `bratseg cache` first") from None
-        except ValueError as exc:
+        except (ValueError, OSError) as exc:
             raise CacheError(f"{path}: {exc}") from None
+        except (KeyError, TypeError):
+            raise CacheError(f"{path}: not a cache split (it needs lists of train and val cases)") from None
     out = write_soft_targets(args.cache, args.models, args.out, cases=cases, progress=not args.quiet)
     print(f"soft targets written to {out}")

@@ -58,8 +58,11 @@ def run_train(args: argparse.Namespace) -> None:
 
     try:
         config = _config(args, init_weights)
-    except ValueError as exc:  # an option out of range, or unknown in the JSON: no traceback
-        raise BratsegError(f"training options: {exc}") from None
+    except (ValueError, TypeError) as exc:  # out of range, of the wrong type or unknown: no traceback
+        where = f"{args.config}: " if args.config else ""
+        raise BratsegError(f"training options: {where}{exc}") from None
+    except OSError as exc:
+        raise BratsegError(f"{args.config}: cannot be read ({exc.strerror or exc})") from None
     run = train(args.cache, args.out, config, resume=args.resume)
     print(f"run written to {run}; model folder {run / 'model'}")
 

@@ -19,6 +19,7 @@ is folded into the convolutions, and a fresh process rebuilds that network with 
 from __future__ import annotations
 
 import functools
+import numbers
 import time
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import nullcontext
@@ -123,8 +124,11 @@ class Segmenter:
     ):
         if precision not in ("auto", "bf16", "fp32"):
             raise ValueError(f"precision must be auto, bf16 or fp32, not {precision!r}")
-        if brain_box_margin is not None and (not isinstance(brain_box_margin, int) or brain_box_margin < 0):
-            raise ValueError(f"brain_box_margin must be None or a number of voxels >= 0, not {brain_box_margin!r}")
+        if brain_box_margin is not None:
+            whole = isinstance(brain_box_margin, numbers.Integral) and not isinstance(brain_box_margin, bool)
+            if not whole or brain_box_margin < 0:
+                raise ValueError(f"brain_box_margin must be None or a number of voxels >= 0, not {brain_box_margin!r}")
+            brain_box_margin = int(brain_box_margin)
         if threads is not None:
             torch.set_num_threads(threads)
         self.device = parse_device(device)

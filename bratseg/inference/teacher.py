@@ -26,7 +26,7 @@ from bratseg.inference.model_folder import weights_version
 from bratseg.inference.predictor import Segmenter
 from bratseg.preprocessing.cache import read_manifest
 from bratseg.preprocessing.config import PreprocessingConfig
-from bratseg.preprocessing.soft_targets import REGION_CHANNELS, description_path, manifest_digest
+from bratseg.preprocessing.soft_targets import REGION_CHANNELS, cache_digest, description_path
 
 # Rows per forward pass, and per write.
 BATCH_ROWS = 16
@@ -48,12 +48,12 @@ def write_soft_targets(
         raise CacheError(f"{out}: soft targets are written as a .npy file")
     if not teachers:
         raise ModelLoadError("soft targets need at least one teacher model folder")
-    cache_prep = PreprocessingConfig.from_json(cache_dir / "preprocessing.json")
+    rows = read_manifest(cache_dir)  # a CacheError naming the folder when it is no cache
+    cache_prep = _cache_preprocessing(cache_dir)
     members = [Segmenter.from_pretrained(t, flip_tta=False, brain_box_margin=None) for t in teachers]
     for folder, member in zip(teachers, members):
         if member.preprocessing != cache_prep:
             raise ModelLoadError(f"{folder}: prepares its input differently from the cache {cache_dir}")
-    rows = read_manifest(cache_dir)
     known = {r["case"] for r in rows}
     wanted = sorted(known if cases is None else set(cases))
     unknown = sorted(set(wanted) - known)
@@ -61,8 +61,19 @@ def write_soft_targets(
         raise CacheError(f"{cache_dir}: has no slices of {len(unknown)} case(s), e.g. {unknown[0]}")
     chosen_cases = set(wanted)
     chosen = np.array([r["index"] for r in rows if r["case"] in chosen_cases], dtype=np.int64)
-    images = np.load(cache_dir / "images.npy", mmap_mode="r")
+    images_path = cache_dir / "images.npy"
+    try:
+        images = np.load(images_path, mmap_mode="r")
+    except (OSError, ValueError) as exc:
+        raise CacheError(f"{images_path}: cannot be read as a NumPy array ({exc})") from None
     shape = (images.shape[0], REGION_CHANNELS, *images.shape[2:])
+    # Known before the long write: a teacher given by Hub id is described by its resolved folder.
+    description = {
+        "cache": cache_digest(cache_dir),
+        "rows": shape[0],
+        "cases": wanted,
+        "teachers": [{"model": member.source, "version": weights_version(member.model_dir)} for member in members],
+    }
 
     def write(tmp: Path) -> None:
         soft = np.lib.format.open_memmap(tmp, "w+", np.float16, shape)
@@ -76,13 +87,18 @@ def write_soft_targets(
         soft.flush()
         del soft
 
+    # The description goes first and comes back last: a run killed in between leaves a new
+    # array without one (refused by check_soft_targets), never beside an older file's.
+    description_path(out).unlink(missing_ok=True)
     atomic_write_bytes(out, write)
-    description = {
-        "cache": manifest_digest(cache_dir),
-        "rows": shape[0],
-        "cases": wanted,
-        "teachers": [{"model": str(t), "version": weights_version(t)} for t in teachers],
-    }
     text = json.dumps(description, indent=1) + "\n"
     atomic_write_bytes(description_path(out), lambda tmp: tmp.write_text(text))
     return out
+
+
+def _cache_preprocessing(cache_dir: Path) -> PreprocessingConfig:
+    path = cache_dir / "preprocessing.json"
+    try:
+        return PreprocessingConfig.from_json(path)
+    except (OSError, ValueError, TypeError) as exc:
+        raise CacheError(f"{path}: cannot be read as the cache's preprocessing ({exc})") from None

@@ -116,6 +116,8 @@ def fold_split(case_ids: list[str], num_folds: int, fold: int, seed: int) -> dic
         >>> sorted(sum(folds, [])) == ids, [len(v) for v in folds]
         (True, [3, 2, 2])
     """
+    if num_folds < 2:
+        raise ValueError(f"{num_folds} fold(s): a cross-validation needs at least 2 (one trains, one validates)")
     if not 0 <= fold < num_folds:
         raise ValueError(f"fold {fold} is not one of 0..{num_folds - 1}")
     ids = sorted(case_ids)

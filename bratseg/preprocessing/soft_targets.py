@@ -4,8 +4,8 @@ A soft-targets file sits beside its description::
 
     NAME.npy    float16 [N, 3, H, W]  region probabilities (WT, TC, ET) of cache row 0..N-1;
                                       NaN in the rows of cases it was not made for
-    NAME.json   {"cache": the cache's manifest digest, "rows": N, "cases": [case ids],
-                 "teachers": [{"model": folder, "version": "sha256:..."}], "teacher_folds": ...}
+    NAME.json   {"cache": the cache's digest, "rows": N, "cases": [case ids],
+                 "teachers": [{"model": folder or Hub id, "version": "sha256:..."}]}
 
 :func:`bratseg.inference.teacher.write_soft_targets` writes it; a training run with
 ``soft_targets`` reads it (:class:`bratseg.training.dataset.SliceDataset`) after
@@ -31,13 +31,17 @@ def description_path(path: str | Path) -> Path:
     return Path(path).with_suffix(".json")
 
 
-def manifest_digest(cache_dir: str | Path) -> str:
-    """``sha256:`` of the cache's manifest: which slices, in which rows."""
-    path = Path(cache_dir) / "manifest.csv"
-    try:
-        return "sha256:" + hashlib.sha256(path.read_bytes()).hexdigest()
-    except OSError as exc:
-        raise CacheError(f"{path}: cannot be read ({exc.strerror}); build the cache with `bratseg cache`") from None
+def cache_digest(cache_dir: str | Path) -> str:
+    """``sha256:`` of the cache's manifest (which slices, in which rows) and preprocessing
+    (how they were prepared): a rebuild that changes either changes it."""
+    digest = hashlib.sha256()
+    for name in ("manifest.csv", "preprocessing.json"):
+        path = Path(cache_dir) / name
+        try:
+            digest.update(path.read_bytes())
+        except OSError as exc:
+            raise CacheError(f"{path}: cannot be read ({exc.strerror}); build the cache with `bratseg cache`") from None
+    return "sha256:" + digest.hexdigest()
 
 
 def read_description(path: str | Path) -> dict:
@@ -60,16 +64,20 @@ def check_soft_targets(path: str | Path, cache_dir: str | Path, cases: list[str]
     one), of the wrong shape, or without rows for every case of ``cases``."""
     path = Path(path)
     data = read_description(path)
-    if data["cache"] != manifest_digest(cache_dir):
+    if data["cache"] != cache_digest(cache_dir):
         raise CacheError(f"{path}: made for another cache than {cache_dir} (or before it was rebuilt)")
     missing = sorted(set(cases) - set(data["cases"]))
     if missing:
         raise CacheError(f"{path}: no teacher probabilities for {len(missing)} training case(s), e.g. {missing[0]}")
-    try:
-        soft = np.load(path, mmap_mode="r")
-        labels = np.load(Path(cache_dir) / "labels.npy", mmap_mode="r")
-    except (OSError, ValueError) as exc:
-        raise CacheError(f"{path}: cannot be read as a NumPy array ({exc})") from None
+    soft = _load_array(path)
+    labels = _load_array(Path(cache_dir) / "labels.npy")
     expected = (labels.shape[0], REGION_CHANNELS, *labels.shape[1:])
     if soft.shape != expected or soft.dtype != np.float16:
         raise CacheError(f"{path}: holds {soft.dtype} {soft.shape}; this cache needs float16 {expected}")
+
+
+def _load_array(path: Path) -> np.ndarray:
+    try:
+        return np.load(path, mmap_mode="r")
+    except (OSError, ValueError) as exc:
+        raise CacheError(f"{path}: cannot be read as a NumPy array ({exc})") from None

@@ -20,6 +20,7 @@ from monai.transforms import (
 from torch.utils.data import Dataset
 
 from bratseg.data.labels import labels_to_regions
+from bratseg.errors import CacheError
 from bratseg.preprocessing.cache import read_manifest
 from bratseg.preprocessing.config import PreprocessingConfig
 from bratseg.preprocessing.soft_targets import check_soft_targets
@@ -131,6 +132,8 @@ class SliceDataset(Dataset):
         sample = {"image": image, "label": label}
         if self._soft is not None:
             sample["soft"] = np.asarray(self._soft[idx], dtype=np.float32)
+            if not np.isfinite(sample["soft"]).all():  # NaN would reach the loss silently
+                raise CacheError(f"{self.soft_targets}: row {idx} holds no teacher probabilities")
         if self.transform is not None:
             out = self.transform(sample)
             sample = {key: np.asarray(value, dtype=np.float32) for key, value in out.items()}

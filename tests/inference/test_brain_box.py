@@ -95,7 +95,11 @@ def test_real_case_runs_smaller_inputs_and_agrees_with_the_whole_window(brats18_
         assert _dice(np.isin(a, REGIONS[name]), np.isin(b, REGIONS[name])) > 0.99, name
 
 
-@pytest.mark.parametrize("margin", [-1, 2.5, "8"])
+@pytest.mark.parametrize("margin", [-1, 2.5, "8", True])
 def test_segmenter_refuses_a_margin_that_is_no_voxel_count(margin):
     with pytest.raises(ValueError, match="brain_box_margin must be None or a number of voxels"):
         bratseg.from_pretrained(brain_box_margin=margin)
+
+
+def test_segmenter_takes_a_numpy_integer_margin():
+    assert bratseg.from_pretrained(brain_box_margin=np.int64(4)).brain_box_margin == 4

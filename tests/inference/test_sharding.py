@@ -95,8 +95,13 @@ def _worker_pids(parent: int) -> dict[int, int]:
     children = Path(f"/proc/{parent}/task/{parent}/children").read_text().split()
     ranks = {}
     for pid in map(int, children):
-        environ = Path(f"/proc/{pid}/environ").read_bytes().split(b"\0")
-        ranks[int(next(v for v in environ if v.startswith(b"RANK="))[5:])] = pid
+        try:
+            environ = Path(f"/proc/{pid}/environ").read_bytes().split(b"\0")
+        except FileNotFoundError:  # already ended: the caller's assertion says so
+            continue
+        rank = next((v[5:] for v in environ if v.startswith(b"RANK=")), None)
+        if rank is not None:
+            ranks[int(rank)] = pid
     return ranks
 
 

@@ -10,11 +10,11 @@ import pytest
 import torch
 
 from bratseg.cli import main
-from bratseg.errors import ModelLoadError
+from bratseg.errors import CacheError, ModelLoadError
 from bratseg.inference.predictor import SHIPPED_MODEL, Segmenter
 from bratseg.inference.teacher import write_soft_targets
 from bratseg.preprocessing.cache import read_manifest
-from bratseg.preprocessing.soft_targets import description_path
+from bratseg.preprocessing.soft_targets import check_soft_targets, description_path
 from bratseg.training.config import TrainConfig
 from bratseg.training.trainer import load_split
 
@@ -56,3 +56,27 @@ def test_cli_writes_a_folds_soft_targets(tiny_cache, tiny_teachers, tiny_soft_ta
     np.testing.assert_array_equal(np.load(out), np.load(tiny_soft_targets))
     assert main([*argv, "--fold", "2", "--num-folds", "2"]) == 2
     assert "split.json: fold 2 is not one of 0..1" in capsys.readouterr().err
+
+
+def test_a_killed_rewrite_leaves_no_description_of_another_array(tiny_cache, tiny_teachers, tmp_path, monkeypatch):
+    out = tmp_path / "soft.npy"
+    write_soft_targets(tiny_cache, tiny_teachers, out, progress=False)
+    assert description_path(out).is_file()
+
+    def killed(self, x):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(Segmenter, "slice_probabilities", killed)
+    with pytest.raises(KeyboardInterrupt):
+        write_soft_targets(tiny_cache, tiny_teachers, out, cases=["SYNTHETIC_000"], progress=False)
+    # The old array may stay; its old description may not, or a run would trust it.
+    assert not description_path(out).exists()
+    with pytest.raises(CacheError, match=r"soft\.json: missing"):
+        check_soft_targets(out, tiny_cache, ["SYNTHETIC_000"])
+
+
+def test_a_folder_that_is_no_cache_is_a_clear_error(tiny_teachers, tmp_path, capsys):
+    argv = ["soft-targets", "--cache", str(tmp_path / "typo"), "--models", str(tiny_teachers[0])]
+    assert main([*argv, "--out", str(tmp_path / "soft.npy")]) == 2
+    err = capsys.readouterr().err
+    assert "typo" in err and "Traceback" not in err

@@ -39,6 +39,18 @@ def test_cli_refuses_an_inner_fold_without_its_fold(tiny_cache: Path, tmp_path: 
     assert not (tmp_path / "run").exists()
 
 
+def test_cli_names_the_config_of_a_wrongly_typed_option(tiny_cache: Path, tmp_path: Path, capsys):
+    config = tmp_path / "student.json"
+    config.write_text(json.dumps({"soft_target_weight": "0.5"}))
+    argv = ["train", "--cache", str(tiny_cache), "--out", str(tmp_path / "run"), "--config", str(config)]
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert f"training options: {config}: " in err and "Traceback" not in err
+    assert main([*argv[:-1], str(tmp_path / "missing.json")]) == 2
+    assert "missing.json: cannot be read" in capsys.readouterr().err
+    assert not (tmp_path / "run").exists()
+
+
 def test_the_dataset_mixes_the_expert_regions_with_the_teachers(tiny_cache, tiny_soft_targets):
     cases = load_split(tiny_cache, TrainConfig(fold=0, num_folds=2))["train"]
     plain = SliceDataset(tiny_cache, cases)
@@ -79,9 +91,9 @@ def test_augmentation_and_patches_move_the_soft_targets_with_the_label(tiny_cach
 
 
 def _digest(cache: Path) -> str:
-    from bratseg.preprocessing.soft_targets import manifest_digest
+    from bratseg.preprocessing.soft_targets import cache_digest
 
-    return manifest_digest(cache)
+    return cache_digest(cache)
 
 
 def test_a_student_trains_on_a_folds_soft_targets(tiny_cache, tiny_soft_targets, tmp_path, capsys):

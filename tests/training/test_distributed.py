@@ -77,6 +77,37 @@ def test_deep_supervision_heads_stay_identical_across_ranks(tiny_cache: Path, tm
     assert len([k for k in heads if k.endswith(".weight")]) == 2
 
 
+_COLLECTIVES = """
+import sys, torch
+from bratseg.training.distributed import DistributedContext
+ctx = DistributedContext()
+torch.manual_seed(ctx.rank)  # each rank starts with other heads on purpose
+heads = torch.nn.Linear(3, 2)
+ctx.broadcast_parameters(heads)
+heads.weight.grad = torch.full_like(heads.weight, float(ctx.rank + 1))
+ctx.average_gradients(heads)  # the bias has no gradient on either rank
+torch.save({"weight": heads.weight.detach(), "grad": heads.weight.grad, "bias_grad": heads.bias.grad},
+           f"{sys.argv[1]}/{ctx.rank}.pt")
+ctx.close()
+"""
+
+
+def test_heads_outside_ddp_start_from_rank_0_and_average_their_gradients(tmp_path: Path):
+    script = tmp_path / "collectives.py"
+    script.write_text(_COLLECTIVES)
+    cmd = [*torchrun(), "--standalone", "--nproc_per_node", "2", str(script), str(tmp_path)]
+    env = dict(os.environ, OMP_NUM_THREADS="1", CUDA_VISIBLE_DEVICES="")
+    done = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr[-3000:]
+    ranks = [torch.load(tmp_path / f"{r}.pt") for r in (0, 1)]
+    torch.manual_seed(0)
+    assert torch.equal(ranks[0]["weight"], torch.nn.Linear(3, 2).weight.detach())
+    assert torch.equal(ranks[1]["weight"], ranks[0]["weight"]), "rank 1 kept its own heads"
+    for r in ranks:
+        assert torch.equal(r["grad"], torch.full((2, 3), 1.5)), "not the mean of the ranks' gradients"
+        assert torch.equal(r["bias_grad"], torch.zeros(2))
+
+
 def test_backend_follows_the_device():
     assert process_group_backend(torch.device("cpu")) == "gloo"
     assert process_group_backend(torch.device("cuda", 0)) == "nccl"
