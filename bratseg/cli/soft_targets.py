@@ -10,7 +10,6 @@ the student's Dice to be a cross-validation figure (``bratseg train --fold K --i
 from __future__ import annotations
 
 import argparse
-import json
 from pathlib import Path
 
 
@@ -29,21 +28,12 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
 
 
 def run_soft_targets(args: argparse.Namespace) -> None:
-    from bratseg.errors import CacheError
     from bratseg.inference.teacher import write_soft_targets
-    from bratseg.preprocessing.cache import fold_split
+    from bratseg.training.config import TrainConfig
+    from bratseg.training.trainer import load_split
 
     cases = None
-    if args.fold is not None:
-        path = args.cache / "split.json"
-        try:
-            split = json.loads(path.read_text())
-            cases = fold_split(split["train"] + split["val"], args.num_folds, args.fold, split.get("seed", 0))["train"]
-        except FileNotFoundError:
-            raise CacheError(f"{path}: missing; build the cache with `bratseg cache` first") from None
-        except (ValueError, OSError) as exc:
-            raise CacheError(f"{path}: {exc}") from None
-        except (KeyError, TypeError):
-            raise CacheError(f"{path}: not a cache split (it needs lists of train and val cases)") from None
+    if args.fold is not None:  # the cases that fold's student trains on, as `bratseg train --fold` takes them
+        cases = load_split(args.cache, TrainConfig(fold=args.fold, num_folds=args.num_folds))["train"]
     out = write_soft_targets(args.cache, args.models, args.out, cases=cases, progress=not args.quiet)
     print(f"soft targets written to {out}")

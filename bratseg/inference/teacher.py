@@ -24,7 +24,7 @@ from bratseg.data.io import atomic_write_bytes
 from bratseg.errors import CacheError, ModelLoadError
 from bratseg.inference.model_folder import weights_version
 from bratseg.inference.predictor import Segmenter
-from bratseg.preprocessing.cache import read_manifest
+from bratseg.preprocessing.cache import open_array, read_manifest
 from bratseg.preprocessing.config import PreprocessingConfig
 from bratseg.preprocessing.soft_targets import REGION_CHANNELS, cache_digest, description_path
 
@@ -61,11 +61,7 @@ def write_soft_targets(
         raise CacheError(f"{cache_dir}: has no slices of {len(unknown)} case(s), e.g. {unknown[0]}")
     chosen_cases = set(wanted)
     chosen = np.array([r["index"] for r in rows if r["case"] in chosen_cases], dtype=np.int64)
-    images_path = cache_dir / "images.npy"
-    try:
-        images = np.load(images_path, mmap_mode="r")
-    except (OSError, ValueError) as exc:
-        raise CacheError(f"{images_path}: cannot be read as a NumPy array ({exc})") from None
+    images = open_array(cache_dir / "images.npy")
     shape = (images.shape[0], REGION_CHANNELS, *images.shape[2:])
     # Known before the long write: a teacher given by Hub id is described by its resolved folder.
     description = {

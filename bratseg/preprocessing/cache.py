@@ -264,3 +264,12 @@ def read_manifest(cache_dir: str | Path) -> list[dict]:
 
 
 __all__ = ["build_cache", "fold_split", "read_manifest", "split_cases", "MANIFEST_FIELDS"]
+
+
+def open_array(path: str | Path) -> np.ndarray:
+    """A cache's ``.npy`` array (``images.npy``, ``labels.npy``, soft targets), memory-mapped;
+    :class:`CacheError` naming the file when it cannot be read as one."""
+    try:
+        return np.load(path, mmap_mode="r")
+    except (OSError, ValueError) as exc:
+        raise CacheError(f"{path}: cannot be read as a NumPy array ({exc})") from None

@@ -22,6 +22,7 @@ from pathlib import Path
 import numpy as np
 
 from bratseg.errors import CacheError
+from bratseg.preprocessing.cache import open_array
 
 REGION_CHANNELS = 3
 
@@ -69,15 +70,8 @@ def check_soft_targets(path: str | Path, cache_dir: str | Path, cases: list[str]
     missing = sorted(set(cases) - set(data["cases"]))
     if missing:
         raise CacheError(f"{path}: no teacher probabilities for {len(missing)} training case(s), e.g. {missing[0]}")
-    soft = _load_array(path)
-    labels = _load_array(Path(cache_dir) / "labels.npy")
+    soft = open_array(path)
+    labels = open_array(Path(cache_dir) / "labels.npy")
     expected = (labels.shape[0], REGION_CHANNELS, *labels.shape[1:])
     if soft.shape != expected or soft.dtype != np.float16:
         raise CacheError(f"{path}: holds {soft.dtype} {soft.shape}; this cache needs float16 {expected}")
-
-
-def _load_array(path: Path) -> np.ndarray:
-    try:
-        return np.load(path, mmap_mode="r")
-    except (OSError, ValueError) as exc:
-        raise CacheError(f"{path}: cannot be read as a NumPy array ({exc})") from None

@@ -63,11 +63,10 @@ def load_split(cache_dir: Path, config: TrainConfig) -> dict:
         raise CacheError(f"{path}: missing; build the cache with `bratseg cache` first")
     try:
         split = json.loads(path.read_text())
-        split["train"], split["val"] = list(split["train"]), list(split["val"])
     except (OSError, ValueError) as exc:
         raise CacheError(f"{path}: cannot be read as a cache split ({exc})") from None
-    except (KeyError, TypeError):
-        raise CacheError(f"{path}: not a cache split (it needs lists of train and val cases)") from None
+    if not isinstance(split, dict) or not all(isinstance(split.get(key), list) for key in ("train", "val")):
+        raise CacheError(f"{path}: not a cache split (it needs lists of train and val cases)")
     if getattr(config, "all_cases", False):
         if config.fold is not None:
             raise CacheError("--all-cases trains on every case: it takes no --fold")

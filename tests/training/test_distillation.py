@@ -13,6 +13,7 @@ import torch
 
 from bratseg.cli import main
 from bratseg.data.labels import labels_to_regions
+from bratseg.errors import CacheError
 from bratseg.preprocessing.cache import read_manifest
 from bratseg.training.config import TrainConfig
 from bratseg.training.dataset import SliceDataset
@@ -31,6 +32,18 @@ def test_inner_folds_split_the_outer_folds_training_cases_only(tiny_cache: Path)
     assert not set(outer["val"]) & set(inner[0]["train"] + inner[1]["train"])  # never the outer fold's cases
     with pytest.raises(ValueError, match="give fold too"):
         TrainConfig(inner_fold=0)
+
+
+@pytest.mark.parametrize("text", ['{"train": "abc", "val": []}', '["a", "b"]', "{"])
+def test_a_malformed_split_is_a_clear_error_for_train_and_soft_targets(tiny_cache, tmp_path, capsys, text):
+    cache = tmp_path / "cache"
+    shutil.copytree(tiny_cache, cache)
+    (cache / "split.json").write_text(text)
+    with pytest.raises(CacheError, match=r"split\.json: (not a cache split|cannot be read as a cache split)"):
+        load_split(cache, TrainConfig(fold=0, num_folds=2))
+    argv = ["soft-targets", "--cache", str(cache), "--models", "unused", "--out", str(tmp_path / "s.npy")]
+    assert main([*argv, "--fold", "0"]) == 2
+    assert "split.json" in capsys.readouterr().err
 
 
 def test_cli_refuses_an_inner_fold_without_its_fold(tiny_cache: Path, tmp_path: Path, capsys):

@@ -29,15 +29,20 @@ def torchrun() -> list[str]:
     return [str(exe)] if exe.exists() else [sys.executable, "-m", "torch.distributed.run"]
 
 
-def _train_two_ranks(cache: Path, run: Path, *options: str) -> subprocess.CompletedProcess:
-    cmd = [*torchrun(), "--standalone", "--nproc_per_node", "2", "-m", "bratseg.cli", "train"]
-    cmd += ["--cache", str(cache), "--out", str(run), "--epochs", "1", "--batch-size", "4"]
-    cmd += ["--max-train-batches", "2", "--num-workers", "0", "--threads", "1", *options]
+def _two_ranks(*program: str, timeout: int = 300) -> subprocess.CompletedProcess:
+    """``program`` (a script or ``-m module``, with its arguments) as two processes under torchrun."""
+    cmd = [*torchrun(), "--standalone", "--nproc_per_node", "2", *program]
     # One thread per rank: two ranks on two cores; CUDA hidden so the ranks take the CPU path.
     env = dict(os.environ, OMP_NUM_THREADS="1", CUDA_VISIBLE_DEVICES="")
-    done = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
+    done = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=timeout)
     assert done.returncode == 0, done.stderr[-3000:]
     return done
+
+
+def _train_two_ranks(cache: Path, run: Path, *options: str) -> subprocess.CompletedProcess:
+    train = ["-m", "bratseg.cli", "train", "--cache", str(cache), "--out", str(run), "--epochs", "1"]
+    train += ["--batch-size", "4", "--max-train-batches", "2", "--num-workers", "0", "--threads", "1", *options]
+    return _two_ranks(*train)
 
 
 def test_two_cpu_processes_end_with_identical_weights(tiny_cache: Path, tmp_path: Path):
@@ -95,10 +100,7 @@ ctx.close()
 def test_heads_outside_ddp_start_from_rank_0_and_average_their_gradients(tmp_path: Path):
     script = tmp_path / "collectives.py"
     script.write_text(_COLLECTIVES)
-    cmd = [*torchrun(), "--standalone", "--nproc_per_node", "2", str(script), str(tmp_path)]
-    env = dict(os.environ, OMP_NUM_THREADS="1", CUDA_VISIBLE_DEVICES="")
-    done = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=120)
-    assert done.returncode == 0, done.stderr[-3000:]
+    _two_ranks(str(script), str(tmp_path), timeout=120)
     ranks = [torch.load(tmp_path / f"{r}.pt") for r in (0, 1)]
     torch.manual_seed(0)
     assert torch.equal(ranks[0]["weight"], torch.nn.Linear(3, 2).weight.detach())
